@@ -1,0 +1,24 @@
+"""The Flask web service: create_app builds one app per process (no global app)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Configuration from the environment, then `test_config` on top; nothing connects yet."""
+    from service import health, store
+    from service.config import load_config
+    from service.logging import configure_logging
+
+    config = load_config(test_config)
+    configure_logging(config["LOG_LEVEL"])
+
+    app = Flask(__name__)
+    app.config.from_mapping(config)
+
+    store.init_app(app)
+    health.init_app(app)
+    return app
