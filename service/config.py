@@ -1,0 +1,176 @@
+"""Configuration read from the environment (12-factor), with defaults that work on a laptop."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = PROJECT_ROOT / "var"
+
+ENVIRONMENTS = ("development", "production")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+# Generated once per process so that every app built in this process (tests, CLI) agrees.
+_dev_secret_key: str | None = None
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a configuration we are willing to start with."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    ENV: str
+    DATABASE_URL: str
+    REDIS_URL: str | None
+    BROKER_URL: str
+    BROKER_DIR: str
+    SPOOL_DIR: str
+    TWILIO_ACCOUNT_SID: str | None
+    TWILIO_AUTH_TOKEN: str | None
+    TWILIO_FROM_NUMBER: str | None
+    TWILIO_MESSAGING_SERVICE_SID: str | None
+    PUBLIC_BASE_URL: str | None
+    SECRET_KEY: str
+    SIMULATOR_ENABLED: bool
+    LOG_LEVEL: str
+    SESSION_COOKIE_SECURE: bool
+    SESSION_COOKIE_SAMESITE: str
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Config:
+        """Read the environment, then apply overrides (typed values or strings) on top.
+
+        Overrides are applied before derived defaults are computed, so overriding REDIS_URL
+        also moves BROKER_URL, and overriding ENV moves SIMULATOR_ENABLED.
+        """
+        raw: dict[str, Any] = {}
+        source = os.environ if environ is None else environ
+        for name in ENV_VARS:
+            value = source.get(name)
+            if value is not None and value.strip() != "":
+                raw[name] = value.strip()
+        for name, value in (overrides or {}).items():
+            if name in ENV_VARS:
+                raw[name] = value
+
+        env = _text(raw.get("ENV")) or "development"
+        if env not in ENVIRONMENTS:
+            raise ConfigError(f"ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
+        production = env == "production"
+
+        database_url = _text(raw.get("DATABASE_URL")) or default_database_url()
+
+        redis_url = _text(raw.get("REDIS_URL"))
+        broker_url = _text(raw.get("BROKER_URL")) or redis_url or "filesystem://"
+
+        secret_key = _text(raw.get("SECRET_KEY"))
+        if secret_key is None:
+            if production:
+                raise ConfigError("SECRET_KEY must be set when ENV=production")
+            secret_key = _development_secret_key()
+
+        simulator = _bool(raw, "SIMULATOR_ENABLED", default=not production)
+        if production and simulator:
+            raise ConfigError("SIMULATOR_ENABLED must be off when ENV=production")
+
+        public_base_url = _text(raw.get("PUBLIC_BASE_URL"))
+        if public_base_url is not None:
+            # Signatures are computed on PUBLIC_BASE_URL + request path; avoid a double slash.
+            public_base_url = public_base_url.rstrip("/")
+
+        return cls(
+            ENV=env,
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            BROKER_URL=broker_url,
+            BROKER_DIR=str(raw.get("BROKER_DIR") or VAR_DIR / "broker"),
+            SPOOL_DIR=str(raw.get("SPOOL_DIR") or VAR_DIR / "spool"),
+            TWILIO_ACCOUNT_SID=_text(raw.get("TWILIO_ACCOUNT_SID")),
+            TWILIO_AUTH_TOKEN=_text(raw.get("TWILIO_AUTH_TOKEN")),
+            TWILIO_FROM_NUMBER=_text(raw.get("TWILIO_FROM_NUMBER")),
+            TWILIO_MESSAGING_SERVICE_SID=_text(raw.get("TWILIO_MESSAGING_SERVICE_SID")),
+            PUBLIC_BASE_URL=public_base_url,
+            SECRET_KEY=secret_key,
+            SIMULATOR_ENABLED=simulator,
+            LOG_LEVEL=(_text(raw.get("LOG_LEVEL")) or "INFO").upper(),
+            SESSION_COOKIE_SECURE=_bool(raw, "SESSION_COOKIE_SECURE", default=production),
+            SESSION_COOKIE_SAMESITE=_text(raw.get("SESSION_COOKIE_SAMESITE")) or "Lax",
+        )
+
+    @property
+    def production(self) -> bool:
+        return self.ENV == "production"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+ENV_VARS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Config))
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The app configuration as a dict: environment, then overrides.
+
+    Override keys that are not configuration variables (TESTING, WTF_CSRF_ENABLED, ...) are
+    passed through unchanged.
+    """
+    config = Config.from_env(environ, overrides).as_dict()
+    for name, value in (overrides or {}).items():
+        if name not in ENV_VARS:
+            config[name] = value
+    return config
+
+
+def default_database_url() -> str:
+    """A SQLite file under var/ in the project (the directory is created)."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{VAR_DIR / 'triage.db'}"
+
+
+def database_url_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """DATABASE_URL alone, for tools (migrations) that need nothing else to be configured."""
+    source = os.environ if environ is None else environ
+    return _text(source.get("DATABASE_URL")) or default_database_url()
+
+
+def _development_secret_key() -> str:
+    global _dev_secret_key
+    if _dev_secret_key is None:
+        _dev_secret_key = secrets.token_hex(32)
+    return _dev_secret_key
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _bool(raw: Mapping[str, Any], name: str, *, default: bool) -> bool:
+    value = raw.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
