@@ -220,10 +220,10 @@ INTAKE_RULE_CASES = [
     ("CHEST", dict(chest_symptoms=True), E, ("CHEST",), ()),
     ("NEURO_SENSORY", dict(numbness_tingling=True), U, ("NEURO_SENSORY",), ()),
     (
-        "NEURO_SENSORY cancer unanswered",
+        "NEURO numbness, cancer unanswered (never read as no)",
         dict(numbness_tingling=True, cancer_history=None),
-        U,
-        ("NEURO_SENSORY", "INCOMPLETE"),
+        E,
+        ("NEURO", "INCOMPLETE"),
         ("cancer_history",),
     ),
     ("CANCER_HISTORY", dict(cancer_history=True), U, ("CANCER_HISTORY",), ()),
@@ -823,7 +823,7 @@ FOLLOWUP_RED_FLAG_CASES = [
     ("CHEST", dict(chest_symptoms=True), E, ("CHEST",)),
     ("NEURO_SENSORY", dict(numbness_tingling=True), U, ("NEURO_SENSORY",)),
     (
-        "NEURO_SENSORY cancer missing",
+        "NEURO_SENSORY cancer missing (follow-up: missing means false)",
         dict(numbness_tingling=True, cancer_history=None),
         U,
         ("NEURO_SENSORY",),
@@ -1033,9 +1033,9 @@ def reference_assess(a: dict[str, object]) -> tuple[str, tuple[str, ...], tuple[
     fired = {
         "NEURO": yes("limb_weakness")
         or yes("bowel_bladder")
-        or (yes("numbness_tingling") and yes("cancer_history")),
+        or (yes("numbness_tingling") and a.get("cancer_history") is not False),
         "CHEST": yes("chest_symptoms"),
-        "NEURO_SENSORY": yes("numbness_tingling") and not yes("cancer_history"),
+        "NEURO_SENSORY": yes("numbness_tingling") and a.get("cancer_history") is False,
         "CANCER_HISTORY": yes("cancer_history"),
         "SYSTEMIC": yes("weight_loss") or yes("fever_chills") or yes("night_sweats"),
         "MANY_FEATURES": n >= 3 or (n >= 2 and num("age_years", ge, 50)),
