@@ -1,0 +1,573 @@
+"""Check-in use cases: every channel (SMS webhook, simulator, API, dashboard, tasks) calls these.
+
+Each function runs inside the caller's unit of work (one transaction): it loads state, runs the
+engine, and persists answers, outcome, alerts, follow-ups and outgoing messages together.
+Replies to a patient's own message are returned (the webhook answers with TwiML at once);
+messages the service starts go to the outbox, held for quiet hours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from flows import engine, keywords, parsing, triage
+from flows.loader import get_flow, messages
+from service import outbox, quiet_hours
+from service.logging import mask_phone
+from service.phones import normalize_phone
+from service.store.models import (
+    Alert,
+    CheckIn,
+    Clinic,
+    ClinicNumber,
+    Episode,
+    FollowUp,
+    Message,
+    Patient,
+    WebhookReceipt,
+)
+
+log = logging.getLogger(__name__)
+
+# Twilio's own opt-out handling answers these words itself (and blocks later messages).
+ALERT_LEVEL_FOR = {"emergency": "emergency", "urgent": "urgent", "soon": "soon"}
+
+
+class CheckInError(Exception):
+    """A request the current state does not allow (maps to 409 in the API)."""
+
+
+@dataclass
+class InboundResult:
+    replies: list[str] = field(default_factory=list)
+    duplicate: bool = False
+    reason: str = ""  # why there is no reply, for logs: unknown_clinic, opted_out, ...
+
+
+# ---- lookups ------------------------------------------------------------------------------
+
+
+def clinic_for_number(session: Session, to_number: str) -> Clinic | None:
+    try:
+        phone = normalize_phone(to_number)
+    except ValueError:
+        return None
+    row = session.execute(
+        sa.select(Clinic).join(ClinicNumber).where(ClinicNumber.phone_e164 == phone)
+    ).scalar_one_or_none()
+    return row
+
+
+def lock_patient(session: Session, clinic_id: int, phone: str) -> Patient | None:
+    """The patient row, locked until commit on PostgreSQL so one patient's messages queue up."""
+    return session.execute(
+        sa.select(Patient)
+        .where(Patient.clinic_id == clinic_id, Patient.phone_e164 == phone,
+               Patient.erased_at.is_(None))
+        .with_for_update()
+    ).scalar_one_or_none()
+
+
+def active_checkin(session: Session, patient_id: int) -> CheckIn | None:
+    return session.execute(
+        sa.select(CheckIn).where(CheckIn.patient_id == patient_id, CheckIn.status == "active")
+    ).scalar_one_or_none()
+
+
+def open_episode(session: Session, patient_id: int) -> Episode | None:
+    return session.execute(
+        sa.select(Episode).where(Episode.patient_id == patient_id, Episode.status == "open")
+    ).scalar_one_or_none()
+
+
+def clinic_number(clinic: Clinic) -> str | None:
+    return clinic.numbers[0].phone_e164 if clinic.numbers else None
+
+
+def text_for(key: str, clinic: Clinic, lang: str, **extra) -> str:
+    lang = lang if lang in messages().languages else "en"
+    return engine.render(messages().get(key, lang), _context_values(clinic), lang, **extra)
+
+
+def _context_values(clinic: Clinic) -> dict:
+    return {"clinic": clinic.name, "emergency": clinic.emergency_number,
+            "clinic_phone": clinic.phone}
+
+
+def timezone_of(patient: Patient, clinic: Clinic) -> str:
+    return quiet_hours.patient_timezone(patient.timezone, clinic.timezone, patient.phone_e164)
+
+
+# ---- inbound SMS --------------------------------------------------------------------------
+
+
+def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | None, sid: str,
+                       now: datetime, opt_out_type: str | None = None) -> InboundResult:
+    """One inbound text: the whole use case, in the caller's transaction."""
+    if sid:
+        receipt = session.get(WebhookReceipt, sid)
+        if receipt is not None:
+            return InboundResult(json.loads(receipt.response_body), duplicate=True)
+    clinic = clinic_for_number(session, to)
+    if clinic is None:
+        log.warning("inbound sms to a number no clinic owns (sid=%s)", sid)
+        return InboundResult(reason="unknown_clinic")
+    try:
+        phone = normalize_phone(from_)
+    except ValueError:
+        log.warning("inbound sms from a malformed number (sid=%s)", sid)
+        return InboundResult(reason="bad_from")
+    patient = lock_patient(session, clinic.id, phone)
+    if sid:
+        # A duplicate that waited on the lock sees the first delivery's receipt now.
+        session.expire_all()
+        receipt = session.get(WebhookReceipt, sid)
+        if receipt is not None:
+            return InboundResult(json.loads(receipt.response_body), duplicate=True)
+        patient = lock_patient(session, clinic.id, phone) if patient is not None else None
+    text = (body or "").strip()
+    result = _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type)
+    if sid:
+        session.add(WebhookReceipt(sid=sid, kind="sms", response_body=json.dumps(result.replies),
+                                   created_at=now))
+    return result
+
+
+def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> InboundResult:
+    word = keywords.classify(text)
+    if patient is None:
+        patient = _unknown_number(session, clinic, phone, text, word, now)
+        if isinstance(patient, InboundResult):
+            return patient
+        _record_in(session, clinic, patient, phone, text, sid, now, None)
+        return _finish_replies(session, clinic, patient, _start(session, clinic, patient, "intake",
+                                                                now, reply=True), now)
+    checkin = active_checkin(session, patient.id)
+    _record_in(session, clinic, patient, phone, text, sid, now, checkin)
+    lang = patient.language
+    if word == "stop":
+        return _finish_replies(session, clinic, patient,
+                               opt_out(session, clinic, patient, text, now, opt_out_type), now)
+    if word == "start":
+        was_out = patient.opted_out
+        patient.opted_out, patient.opted_out_at = False, None
+        if was_out and clinic.twilio_optout_handling and (opt_out_type or "").upper() == "START":
+            return InboundResult(reason="twilio_confirms_start")
+        return _finish_replies(session, clinic, patient,
+                               [text_for("optin.confirm", clinic, lang)], now)
+    if patient.opted_out:
+        return InboundResult(reason="opted_out")
+    if word == "help":
+        return _finish_replies(session, clinic, patient, [text_for("help", clinic, lang)], now)
+    if patient.consent != "given":
+        if keywords.is_start_keyword(text, clinic.start_keywords) or \
+                parsing.parse_yes_no(text, lang).value is True:
+            patient.consent, patient.consented_at = "given", now
+            return _finish_replies(session, clinic, patient,
+                                   _start(session, clinic, patient, "intake", now, reply=True), now)
+        return _finish_replies(session, clinic, patient,
+                               [text_for("consent.waiting", clinic, lang)], now)
+    if checkin is not None:
+        if keywords.is_start_keyword(text, clinic.start_keywords):
+            return _finish_replies(session, clinic, patient, _repeat_question(checkin), now)
+        replies = _step(session, clinic, patient, checkin, engine.Reply(text), now, reply=True)
+        return _finish_replies(session, clinic, patient, replies, now)
+    if keywords.is_start_keyword(text, clinic.start_keywords):
+        return _finish_replies(session, clinic, patient,
+                               _start(session, clinic, patient, "intake", now, reply=True), now)
+    # An enrolled patient writing out of the blue: the clinic hears it, and we check in early.
+    episode = open_episode(session, patient.id)
+    raise_alert(session, clinic, patient, kind="patient_message", level="info", now=now,
+                episode=episode, summary=text[:1600])
+    kind = "followup" if episode is not None else "intake"
+    return _finish_replies(session, clinic, patient,
+                           _start(session, clinic, patient, kind, now, reply=True), now)
+
+
+def _unknown_number(session, clinic, phone, text, word, now):
+    lang = "es" if parsing.normalize(text) in ("dolor", "espalda", "ayuda") else "en"
+    if keywords.is_start_keyword(text, clinic.start_keywords):
+        patient = Patient(clinic_id=clinic.id, phone_e164=phone, language=lang, consent="given",
+                          consented_at=now, created_at=now)
+        session.add(patient)
+        session.flush()
+        log.info("new patient %s by start keyword (clinic %s)", mask_phone(phone), clinic.id)
+        return patient
+    if word == "stop":
+        # Remember the refusal so nothing is ever sent to this number.
+        patient = Patient(clinic_id=clinic.id, phone_e164=phone, language=lang, consent="pending",
+                          opted_out=True, opted_out_at=now, created_at=now)
+        session.add(patient)
+        session.flush()
+        _record_in(session, clinic, patient, phone, text, None, now, None)
+        if clinic.twilio_optout_handling and keywords.is_twilio_opt_out(text):
+            return InboundResult(reason="twilio_confirms_stop")
+        return InboundResult([text_for("optout.confirm", clinic, lang)])
+    if word == "help":
+        return InboundResult([text_for("help", clinic, lang)])
+    return InboundResult([text_for("unknown_number", clinic, lang)], reason="unknown_number")
+
+
+def _record_in(session, clinic, patient, phone, text, sid, now, checkin) -> None:
+    session.add(Message(clinic_id=clinic.id, patient_id=patient.id,
+                        checkin_id=checkin.id if checkin else None, direction="in", channel="sms",
+                        from_number=phone, to_number=clinic_number(clinic) or "",
+                        body=text, twilio_sid=sid or None, status="received", created_at=now))
+
+
+def _finish_replies(session, clinic, patient, replies: list[str], now) -> InboundResult:
+    checkin = active_checkin(session, patient.id)
+    for text in replies:
+        session.add(Message(clinic_id=clinic.id, patient_id=patient.id,
+                            checkin_id=checkin.id if checkin else None, direction="out",
+                            channel="sms", from_number=clinic_number(clinic) or "",
+                            to_number=patient.phone_e164, body=text, status="replied",
+                            created_at=now))
+    return InboundResult(list(replies))
+
+
+# ---- opt-out ------------------------------------------------------------------------------
+
+
+def opt_out(session: Session, clinic: Clinic, patient: Patient, text: str, now: datetime,
+            opt_out_type: str | None = None) -> list[str]:
+    """Records the opt-out, cancels what was pending; returns at most one confirmation."""
+    already = patient.opted_out
+    patient.opted_out, patient.opted_out_at = True, patient.opted_out_at or now
+    cancel_followups(session, patient.id, reason="opted_out")
+    outbox.cancel_pending(session, patient.id)
+    checkin = active_checkin(session, patient.id)
+    if checkin is not None:
+        _abandon(session, clinic, patient, checkin, now, "opted out during the check-in")
+    if already:
+        return []
+    twilio_confirms = clinic.twilio_optout_handling and (
+        (opt_out_type or "").upper() == "STOP" or keywords.is_twilio_opt_out(text))
+    if twilio_confirms:
+        return []
+    return [text_for("optout.confirm", clinic, patient.language)]
+
+
+def _abandon(session, clinic, patient, checkin, now, why: str) -> None:
+    """Ends a conversation that will not go on; what was answered still reaches the clinic."""
+    answers = dict(checkin.state.get("answers") or {})
+    checkin.status, checkin.completed_at, checkin.next_event_at = "cancelled", now, None
+    checkin.answers = answers
+    if checkin.kind == "intake":
+        assessment = triage.assess(answers)
+    else:
+        ctx = checkin.state.get("context") or {}
+        assessment = triage.assess_followup(answers,
+                                            baseline_pain_score=ctx.get("baseline_pain_score"),
+                                            final_check=bool(ctx.get("final_check")))
+    checkin.level, checkin.reasons = assessment.level.value, list(assessment.reasons)
+    checkin.missing = list(assessment.missing)
+    if assessment.level is not triage.Level.SELF_CARE:
+        raise_alert(session, clinic, patient, kind="incomplete", now=now,
+                    level=assessment.level.value, checkin=checkin, episode=checkin.episode,
+                    reasons=assessment.reasons, missing=assessment.missing,
+                    summary=f"{checkin.kind.capitalize()} {why}.")
+
+
+def cancel_followups(session: Session, patient_id: int, *, episode_id: int | None = None,
+                     reason: str = "") -> int:
+    q = sa.update(FollowUp).where(FollowUp.patient_id == patient_id,
+                                  FollowUp.status.in_(("scheduled", "claimed", "paused")))
+    if episode_id is not None:
+        q = q.where(FollowUp.episode_id == episode_id)
+    return session.execute(q.values(status="cancelled")).rowcount
+
+
+# ---- conversations ------------------------------------------------------------------------
+
+
+def _context(session, clinic, patient, kind, now, followup: FollowUp | None) -> engine.Context:
+    known: dict = {}
+    baseline = None
+    final_check = False
+    next_check_at = None
+    if kind == "intake":
+        if patient.date_of_birth:
+            known["age_years"] = age_on(patient.date_of_birth, now.date())
+    else:
+        episode = followup.episode if followup else open_episode(session, patient.id)
+        if episode is not None:
+            baseline = episode.baseline_pain_score
+            intake = next((c for c in episode.checkins if c.kind == "intake"), None)
+            known["cancer_history"] = bool(intake and (intake.answers or {}).get("cancer_history"))
+            final_check = bool(followup and followup.kind == "final")
+            if not final_check:
+                final = next((f for f in episode.followups
+                              if f.kind == "final" and f.status == "scheduled"), None)
+                next_check_at = final.due_at.isoformat() if final else None
+        else:
+            known["cancer_history"] = False
+    return engine.Context(
+        clinic=clinic.name, emergency=clinic.emergency_number, clinic_phone=clinic.phone,
+        timezone=timezone_of(patient, clinic),
+        followup_days=(clinic.followup_first_day, clinic.followup_final_day), known=known,
+        baseline_pain_score=baseline, final_check=final_check, next_check_at=next_check_at)
+
+
+def age_on(born: date, today: date) -> int:
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def _start(session, clinic, patient, kind, now, *, reply: bool,
+           followup: FollowUp | None = None, channel: str = "sms") -> list[str]:
+    flow = get_flow(kind)
+    ctx = _context(session, clinic, patient, kind, now, followup)
+    state, actions = engine.start(flow, now, context=ctx, lang=patient.language, channel=channel)
+    episode = followup.episode if followup else (
+        open_episode(session, patient.id) if kind == "followup" else None)
+    checkin = CheckIn(clinic_id=clinic.id, patient_id=patient.id, kind=kind, channel=channel,
+                      flow_id=flow.id, flow_version=flow.version, language=state["lang"],
+                      state=state, status="active", answers=dict(state["answers"]),
+                      final_check=ctx.final_check, started_at=now,
+                      episode_id=episode.id if episode else None,
+                      followup_id=followup.id if followup else None,
+                      next_event_at=engine.next_event_at(state))
+    session.add(checkin)
+    session.flush()
+    if followup is not None:
+        followup.checkin_id = checkin.id
+    log.info("check-in %s started (%s, %s)", checkin.id, kind, channel)
+    return _apply(session, clinic, patient, checkin, state, actions, now, reply=reply)
+
+
+def _step(session, clinic, patient, checkin, event, now, *, reply: bool) -> list[str]:
+    flow = get_flow(checkin.flow_id, checkin.flow_version)
+    state, actions = engine.step(flow, checkin.state, event, now)
+    return _apply(session, clinic, patient, checkin, state, actions, now, reply=reply)
+
+
+def _apply(session, clinic, patient, checkin, state, actions, now, *, reply: bool) -> list[str]:
+    checkin.state = state
+    checkin.language = state["lang"]
+    checkin.answers = dict(state["answers"])
+    checkin.next_event_at = engine.next_event_at(state)
+    if state["lang"] != patient.language:
+        patient.language = state["lang"]
+    texts: list[str] = []
+    for action in actions:
+        if isinstance(action, engine.Send):
+            texts.append(action.text)
+        elif isinstance(action, engine.Outcome):
+            _complete(session, clinic, patient, checkin, action, now)
+    if reply:
+        return texts
+    for text in texts:
+        outbox.enqueue(session, clinic=clinic, patient=patient, body=text, kind="checkin",
+                       now=now, tz=timezone_of(patient, clinic), checkin=checkin)
+    return []
+
+
+def _repeat_question(checkin: CheckIn) -> list[str]:
+    flow = get_flow(checkin.flow_id, checkin.flow_version)
+    node = engine.current_question(flow, checkin.state)
+    if node is None:
+        return []
+    return [engine.render(node.text_for(checkin.language, checkin.channel),
+                          checkin.state["context"], checkin.language)]
+
+
+def _complete(session, clinic, patient, checkin, outcome: engine.Outcome, now) -> None:
+    a = outcome.assessment
+    checkin.status = "timed_out" if outcome.status == "timed_out" else "completed"
+    checkin.completed_at, checkin.next_event_at = now, None
+    checkin.answers = dict(outcome.answers)
+    checkin.level, checkin.reasons, checkin.missing = a.level.value, list(a.reasons), list(a.missing)
+    if checkin.kind == "intake":
+        episode = _open_new_episode(session, clinic, patient, checkin, outcome, now)
+        kind = "incomplete" if a.primary == "INCOMPLETE" else "triage"
+    else:
+        episode = checkin.episode or open_episode(session, patient.id)
+        kind = _followup_outcome(session, patient, checkin, episode, outcome, now)
+    if a.level is not triage.Level.SELF_CARE:
+        raise_alert(session, clinic, patient, kind=kind, level=a.level.value, now=now,
+                    checkin=checkin, episode=episode, reasons=a.reasons, missing=a.missing,
+                    summary=_summary(checkin, outcome))
+    log.info("check-in %s ended %s: level=%s reasons=%s", checkin.id, outcome.status,
+             a.level.value, ",".join(a.reasons))
+
+
+def _open_new_episode(session, clinic, patient, checkin, outcome, now) -> Episode:
+    previous = open_episode(session, patient.id)
+    if previous is not None:
+        previous.status, previous.closed_at, previous.closed_reason = "closed", now, "new intake"
+        cancel_followups(session, patient.id, episode_id=previous.id, reason="new intake")
+        session.flush()
+    a = outcome.assessment
+    pain = outcome.answers.get("pain_score")
+    episode = Episode(clinic_id=clinic.id, patient_id=patient.id, status="open", opened_at=now,
+                      baseline_pain_score=pain if isinstance(pain, int) else None,
+                      intake_level=a.level.value, last_level=a.level.value)
+    session.add(episode)
+    session.flush()
+    checkin.episode_id = episode.id
+    tz = timezone_of(patient, clinic)
+    for due in outcome.followups:
+        session.add(FollowUp(clinic_id=clinic.id, patient_id=patient.id, episode_id=episode.id,
+                             kind=due.kind, due_at=quiet_hours.next_allowed(due.due_at, tz),
+                             status="scheduled", created_at=now))
+    return episode
+
+
+def _followup_outcome(session, patient, checkin, episode, outcome, now) -> str:
+    a = outcome.assessment
+    if checkin.followup is not None:
+        checkin.followup.status = "done"
+    if episode is not None:
+        episode.last_level = a.level.value
+        if a.closes_episode:
+            episode.status, episode.closed_at, episode.closed_reason = "closed", now, "resolved"
+            cancel_followups(session, patient.id, episode_id=episode.id, reason="resolved")
+        elif a.level is triage.Level.EMERGENCY:
+            # Emergency episodes get no automatic follow-up; staff own them from here.
+            cancel_followups(session, patient.id, episode_id=episode.id, reason="emergency")
+    answered = [k for k, v in outcome.answers.items() if v is not None and k != "cancer_history"]
+    if outcome.status == "timed_out" and not answered:
+        return "unreachable"
+    return "incomplete" if a.primary == "INCOMPLETE" else "followup"
+
+
+def _summary(checkin: CheckIn, outcome: engine.Outcome) -> str:
+    a = outcome.assessment
+    what = "Intake" if checkin.kind == "intake" else (
+        "Final follow-up" if checkin.final_check else "Follow-up")
+    parts = [f"{what} {outcome.status.replace('_', ' ')}: {a.level.value}",
+             f"reasons {', '.join(a.reasons)}"]
+    if a.missing:
+        parts.append(f"not answered: {', '.join(a.missing)}")
+    return "; ".join(parts) + "."
+
+
+def raise_alert(session: Session, clinic: Clinic, patient: Patient, *, kind: str, level: str,
+                now: datetime, checkin: CheckIn | None = None, episode: Episode | None = None,
+                reasons=(), missing=(), summary: str = "") -> Alert:
+    alert = Alert(clinic_id=clinic.id, patient_id=patient.id,
+                  episode_id=episode.id if episode else None,
+                  checkin_id=checkin.id if checkin else None, kind=kind, level=level,
+                  reasons=list(reasons), missing=list(missing), summary=summary, status="open",
+                  created_at=now)
+    session.add(alert)
+    session.flush()
+    log.info("alert %s raised: kind=%s level=%s", alert.id, kind, level)
+    return alert
+
+
+# ---- service-initiated conversations ------------------------------------------------------
+
+
+def enroll_patient(session: Session, clinic: Clinic, *, phone: str, now: datetime,
+                   name: str | None = None, date_of_birth: date | None = None,
+                   language: str = "en", timezone: str | None = None,
+                   calls_allowed: bool = False) -> Patient:
+    """Enrolls a patient and queues the consent message (no health question before YES)."""
+    phone = normalize_phone(phone)
+    if language not in ("en", "es"):
+        raise ValueError("language must be 'en' or 'es'")
+    exists = session.execute(sa.select(Patient.id).where(
+        Patient.clinic_id == clinic.id, Patient.phone_e164 == phone,
+        Patient.erased_at.is_(None))).first()
+    if exists:
+        raise CheckInError("a patient with this phone number is already enrolled")
+    patient = Patient(clinic_id=clinic.id, phone_e164=phone, name=name,
+                      date_of_birth=date_of_birth, language=language, timezone=timezone,
+                      calls_allowed=calls_allowed, consent="pending", created_at=now)
+    session.add(patient)
+    session.flush()
+    outbox.enqueue(session, clinic=clinic, patient=patient, kind="consent", now=now,
+                   body=text_for("consent", clinic, language), tz=timezone_of(patient, clinic))
+    log.info("patient %s enrolled (clinic %s)", patient.id, clinic.id)
+    return patient
+
+
+def start_checkin_now(session: Session, clinic: Clinic, patient: Patient, now: datetime) -> str:
+    """Staff or API asks for a check-in now. Returns what happened."""
+    if patient.opted_out:
+        raise CheckInError("the patient has opted out of messages")
+    tz = timezone_of(patient, clinic)
+    if patient.consent != "given":
+        outbox.enqueue(session, clinic=clinic, patient=patient, kind="consent", now=now,
+                       body=text_for("consent", clinic, patient.language), tz=tz)
+        return "consent_requested"
+    checkin = active_checkin(session, patient.id)
+    if checkin is not None:
+        for text in _repeat_question(checkin):
+            outbox.enqueue(session, clinic=clinic, patient=patient, body=text, kind="checkin",
+                           now=now, tz=tz, checkin=checkin)
+        return "continued"
+    kind = "followup" if open_episode(session, patient.id) else "intake"
+    _start(session, clinic, patient, kind, now, reply=False)
+    return f"{kind}_started"
+
+
+def start_followup(session: Session, followup: FollowUp, now: datetime) -> str:
+    """Starts a due follow-up check by SMS. Returns started / deferred / cancelled / quiet."""
+    patient, episode = followup.patient, followup.episode
+    clinic = session.get(Clinic, followup.clinic_id)
+    if patient.opted_out or patient.erased_at or episode.status != "open":
+        followup.status = "cancelled"
+        return "cancelled"
+    tz = timezone_of(patient, clinic)
+    allowed = quiet_hours.next_allowed(now, tz)
+    if allowed != now:
+        followup.status, followup.due_at, followup.claimed_until = "scheduled", allowed, None
+        return "quiet"
+    if active_checkin(session, patient.id) is not None:
+        # One conversation at a time: this one waits until the current one ends.
+        followup.status, followup.claimed_until = "scheduled", None
+        return "deferred"
+    followup.status, followup.attempts = "started", followup.attempts + 1
+    _start(session, clinic, patient, "followup", now, reply=False, followup=followup)
+    return "started"
+
+
+def tick_checkin(session: Session, checkin_id: int, now: datetime) -> bool:
+    """Fires a due reminder or timeout of one conversation; True if something happened."""
+    checkin = session.execute(sa.select(CheckIn).where(CheckIn.id == checkin_id)
+                              .with_for_update()).scalar_one_or_none()
+    if checkin is None or checkin.status != "active" or checkin.next_event_at is None \
+            or checkin.next_event_at > now:
+        return False
+    patient = session.execute(sa.select(Patient).where(Patient.id == checkin.patient_id)
+                              .with_for_update()).scalar_one()
+    clinic = session.get(Clinic, checkin.clinic_id)
+    _step(session, clinic, patient, checkin, engine.Tick(), now, reply=False)
+    return True
+
+
+def due_checkin_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
+    return list(session.execute(
+        sa.select(CheckIn.id).where(CheckIn.status == "active", CheckIn.next_event_at <= now)
+        .order_by(CheckIn.next_event_at).limit(limit)).scalars())
+
+
+
+
+def text_for_holding(lang: str = "en") -> str:
+    """The holding reply while the database is away (no clinic details are at hand)."""
+    return messages().get("holding", lang)
+
+
+def replay_spooled(db, record: dict, now: datetime) -> None:
+    """Processes one spooled inbound message; its replies go out through the outbox at once."""
+    with db.transaction() as session:
+        result = handle_inbound_sms(session, to=record["to"], from_=record["from"],
+                                    body=record.get("body"), sid=record["sid"], now=now,
+                                    opt_out_type=record.get("opt_out_type"))
+        if result.duplicate or not result.replies:
+            return
+        clinic = clinic_for_number(session, record["to"])
+        patient = lock_patient(session, clinic.id, normalize_phone(record["from"]))
+        for text in result.replies:
+            outbox.enqueue(session, clinic=clinic, body=text, kind="reply", now=now,
+                           patient=patient, to=None if patient else normalize_phone(record["from"]),
+                           quiet=False)

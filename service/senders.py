@@ -1,0 +1,121 @@
+"""The one sender interface: Twilio over REST, or a dry-run that only records (no credentials)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+# Twilio error codes that will never succeed on retry.
+OPTED_OUT = 21610  # the recipient replied STOP
+INVALID_NUMBERS = {21211, 21614}  # not a valid number / not a mobile number
+TRANSIENT_HTTP = {429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class SendResult:
+    sid: str
+    status: str
+
+
+class SendError(Exception):
+    """A send that failed. `transient` ones may be retried; `unknown` ones may have gone out."""
+
+    def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None,
+                 transient: bool = False, unknown: bool = False):
+        super().__init__(message)
+        self.code, self.http_status = code, http_status
+        self.transient, self.unknown = transient, unknown
+
+
+class Sender(Protocol):
+    name: str
+
+    def send(self, *, to: str, from_: str | None, body: str,
+             status_callback: str | None) -> SendResult: ...
+
+    def find_sent(self, *, to: str, from_: str | None, body: str,
+                  since: datetime) -> str | None:
+        """The SID of a message already sent with this body since `since`, if any."""
+
+
+class DryRunSender:
+    """Used when no Twilio credentials are set: messages are recorded, nothing leaves."""
+
+    name = "dry-run"
+
+    def send(self, *, to, from_, body, status_callback) -> SendResult:
+        sid = "DR" + uuid.uuid4().hex
+        log.info("dry-run send %s (%d chars)", sid, len(body))
+        return SendResult(sid, "delivered")
+
+    def find_sent(self, *, to, from_, body, since) -> str | None:
+        return None  # a dry-run send is recorded in the same transaction as its result
+
+
+class TwilioSender:
+    """Sends through the `twilio` REST client; `http_client` lets tests fake the transport."""
+
+    name = "twilio"
+
+    def __init__(self, account_sid: str, auth_token: str, *, from_number: str | None = None,
+                 messaging_service_sid: str | None = None, http_client=None,
+                 timeout: float = 10.0, api_base: str | None = None):
+        from twilio.http.http_client import TwilioHttpClient
+        from twilio.rest import Client
+
+        self.from_number, self.messaging_service_sid = from_number, messaging_service_sid
+        http_client = http_client or TwilioHttpClient(timeout=timeout)
+        self.client = Client(account_sid, auth_token, http_client=http_client)
+        if api_base:  # a fake Twilio server for multi-process tests
+            self.client.api.base_url = api_base.rstrip("/")
+
+    def send(self, *, to, from_, body, status_callback) -> SendResult:
+        from twilio.base.exceptions import TwilioException, TwilioRestException
+
+        kwargs = {"to": to, "body": body}
+        if self.messaging_service_sid and not from_:
+            kwargs["messaging_service_sid"] = self.messaging_service_sid
+        else:
+            kwargs["from_"] = from_ or self.from_number
+        if status_callback:
+            kwargs["status_callback"] = status_callback
+        try:
+            msg = self.client.messages.create(**kwargs)
+        except TwilioRestException as exc:
+            transient = exc.status in TRANSIENT_HTTP
+            raise SendError(f"twilio {exc.status} code={exc.code}", code=exc.code,
+                            http_status=exc.status, transient=transient) from None
+        except TwilioException as exc:  # the request may have reached Twilio: check before resending
+            raise SendError(f"twilio request failed: {type(exc).__name__}", transient=True,
+                            unknown=True) from None
+        except (OSError, TimeoutError) as exc:
+            raise SendError(f"connection error: {type(exc).__name__}", transient=True,
+                            unknown=True) from None
+        return SendResult(msg.sid, msg.status or "queued")
+
+    def find_sent(self, *, to, from_, body, since) -> str | None:
+        from twilio.base.exceptions import TwilioException
+
+        try:
+            found = self.client.messages.list(to=to, date_sent_after=since, limit=50)
+        except (TwilioException, OSError) as exc:
+            raise SendError(f"could not list messages: {type(exc).__name__}", transient=True,
+                            unknown=True) from None
+        for msg in found:
+            if msg.body == body and (not from_ or msg.from_ == from_):
+                return msg.sid
+        return None
+
+
+def sender_from_config(config) -> Sender:
+    sid, token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
+    if sid and token:
+        return TwilioSender(sid, token, from_number=config.get("TWILIO_FROM_NUMBER"),
+                            messaging_service_sid=config.get("TWILIO_MESSAGING_SERVICE_SID"),
+                            api_base=config.get("TWILIO_API_BASE"))
+    return DryRunSender()
