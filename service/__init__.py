@@ -9,7 +9,7 @@ from flask import Flask
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Configuration from the environment, then `test_config` on top; nothing connects yet."""
-    from service import health, store, twilio
+    from service import health, simulator, store, twilio
     from service.config import load_config
     from service.logging import configure_logging
 
@@ -22,4 +22,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     store.init_app(app)
     health.init_app(app)
     twilio.init_app(app)
+    simulator.init_app(app)
     return app
