@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flows import keywords, parsing, triage
+from flows.schedule import next_allowed
 from flows.loader import messages
 from flows.model import Flow, Node
 
@@ -272,9 +273,10 @@ def _finish(flow: Flow, state: dict, now: datetime, actions: list, status: str) 
     date_at: datetime | None = None
     followup = _end_kind(flow) == "assess_followup"
     if not followup and assessment.level is not triage.Level.EMERGENCY:
-        first, final = ctx["followup_days"]
-        followups = (FollowUpDue("first", now + timedelta(days=first)),
-                     FollowUpDue("final", now + timedelta(days=final)))
+        # Due dates already respect quiet hours, so the date named in the advice is the real one.
+        tz = ctx.get("timezone") or "UTC"
+        followups = tuple(FollowUpDue(kind, next_allowed(now + timedelta(days=days), tz))
+                          for kind, days in zip(("first", "final"), ctx["followup_days"]))
         date_at = followups[0].due_at
     elif followup and ctx.get("next_check_at"):
         date_at = datetime.fromisoformat(ctx["next_check_at"])

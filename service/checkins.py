@@ -154,11 +154,10 @@ def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> I
     if word == "stop":
         return _finish_replies(session, clinic, patient,
                                opt_out(session, clinic, patient, text, now, opt_out_type), now)
-    if word == "start":
-        was_out = patient.opted_out
+    if word == "start" and patient.opted_out:
         patient.opted_out, patient.opted_out_at = False, None
-        if was_out and clinic.twilio_optout_handling and (opt_out_type or "").upper() == "START":
-            return InboundResult(reason="twilio_confirms_start")
+        if clinic.twilio_optout_handling:
+            return InboundResult(reason="twilio_confirms_start")  # Twilio answers START itself
         return _finish_replies(session, clinic, patient,
                                [text_for("optin.confirm", clinic, lang)], now)
     if patient.opted_out:
@@ -411,10 +410,9 @@ def _open_new_episode(session, clinic, patient, checkin, outcome, now) -> Episod
     session.add(episode)
     session.flush()
     checkin.episode_id = episode.id
-    tz = timezone_of(patient, clinic)
     for due in outcome.followups:
         session.add(FollowUp(clinic_id=clinic.id, patient_id=patient.id, episode_id=episode.id,
-                             kind=due.kind, due_at=quiet_hours.next_allowed(due.due_at, tz),
+                             kind=due.kind, due_at=due.due_at,
                              status="scheduled", created_at=now))
     return episode
 

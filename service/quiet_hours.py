@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from flows.schedule import CLOSE, OPEN, is_allowed, next_allowed
 from service.phones import timezone_for_phone
 
-OPEN, CLOSE = time(8, 0), time(21, 0)
+__all__ = ["CLOSE", "OPEN", "is_allowed", "next_allowed", "patient_timezone"]
+
 FALLBACK_TZ = "America/New_York"
 
 
@@ -25,17 +26,3 @@ def patient_timezone(patient_tz: str | None, clinic_tz: str | None, phone_e164: 
     """Enrollment's timezone, else the clinic's, else one guessed from the phone number."""
     return (_valid(patient_tz) or _valid(clinic_tz) or _valid(timezone_for_phone(phone_e164))
             or FALLBACK_TZ)
-
-
-def next_allowed(now: datetime, tz: str) -> datetime:
-    """`now` if it is within quiet-hours-allowed time in `tz`, else the next 08:00 local."""
-    zone = ZoneInfo(tz)
-    local = now.astimezone(zone)
-    if OPEN <= local.time() < CLOSE:
-        return now
-    day = local.date() if local.time() < OPEN else local.date() + timedelta(days=1)
-    return datetime.combine(day, OPEN, tzinfo=zone).astimezone(now.tzinfo)
-
-
-def is_allowed(now: datetime, tz: str) -> bool:
-    return next_allowed(now, tz) == now
