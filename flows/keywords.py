@@ -38,15 +38,29 @@ OPT_OUT_WORDS = (
 )  # fmt: skip
 START_WORDS = ("START", "UNSTOP")
 HELP_WORDS = ("HELP", "INFO", "AYUDA")
-RESTART_WORDS = ("RESTART", "START OVER", "REINICIAR", "EMPEZAR DE NUEVO", "COMENZAR DE NUEVO",
-                 "VOLVER A EMPEZAR")
+RESTART_WORDS = (
+    "RESTART",
+    "START OVER",
+    "REINICIAR",
+    "EMPEZAR DE NUEVO",
+    "COMENZAR DE NUEVO",
+    "VOLVER A EMPEZAR",
+)
 LANG_ES_WORDS = ("ESPAÑOL", "ESPANOL", "SPANISH", "EN ESPAÑOL", "CASTELLANO")
 LANG_EN_WORDS = ("ENGLISH", "INGLÉS", "INGLES", "IN ENGLISH", "EN INGLÉS")
 
 # Twilio's own default opt-out keywords (long codes and Messaging Services). Twilio acts only
 # on a message that is one of these single words; "STOP PLEASE" or "OPT OUT" it lets through.
-TWILIO_OPT_OUT_WORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
-                        "OPTOUT")
+TWILIO_OPT_OUT_WORDS = (
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "REVOKE",
+    "OPTOUT",
+)
 
 _WHOLE = {
     normalize(word): word_class
@@ -63,7 +77,9 @@ _WHOLE = {
 _TWILIO = frozenset(normalize(word) for word in TWILIO_OPT_OUT_WORDS)
 
 # Courtesy words allowed around a whole-message keyword: "STOP please", "basta ya".
-_COURTESY = frozenset("please pls plz now thanks thank you thx ty ok okay por favor gracias ya".split())
+_COURTESY = frozenset(
+    "please pls plz now thanks thank you thx ty ok okay por favor gracias ya".split()
+)
 
 _MEDIA = r"(?:texts?|text\s+messages?|messages?|msgs?|sms|calls?|reminders?|notifications?|emails?)"
 _VERB_ES = r"(?:enviar|mandar|escribir|contactar|llamar|molestar|textear)\w*"
@@ -122,7 +138,8 @@ def _core(normalized: str) -> str:
 
 
 def classify(text: str) -> str | None:
-    """"stop", "start", "help", "restart", "lang_es", "lang_en", or None for an answer."""
+    """The control word `text` is: "stop", "start", "help", "restart", "lang_es", "lang_en",
+    or None when it is not one (an answer, or any other message)."""
     normalized = normalize(text)
     if not normalized:
         return None

@@ -68,8 +68,9 @@ def normalize(text: str) -> str:
 
     Kept: letters (any script), ASCII digits, '.' between digits ("1.5"), '/' between two
     words or numbers ("7 / 10" -> "7/10"), '-' before a digit ("-1", "2 - 3" -> "2-3") and
-    '+' after a digit ("6+"), because those change what a number means. A comma between
-    digits is a decimal comma ("1,5 meses" -> "1.5 meses"); apostrophes are dropped
+    '+' after a digit ("6+"), because those change what a number means. ",5" after a digit
+    is a Spanish decimal half ("1,5 meses" -> "1.5 meses"); any other comma separates
+    ("2,3 semanas" -> "2 3 semanas": two numbers, not a guess). Apostrophes are dropped
     ("don't" -> "dont"). Examples: "Sí." -> "si", "  YES!!! " -> "yes", "No sé" -> "no se".
     Never raises; anything that is not a str normalizes to "".
     """
@@ -84,7 +85,7 @@ def normalize(text: str) -> str:
         ch for ch in text if not unicodedata.combining(ch) and unicodedata.category(ch) != "Cf"
     )
     text = text.translate(_APOSTROPHES).translate(_DASHES).replace("⁄", "/")
-    text = re.sub(r"(?<=\d),(?=\d)", ".", text)
+    text = re.sub(r"(?<=\d),(?=5(?!\d))", ".", text)
     text = re.sub(r"(?<=\d)\s*-\s*(?=\d)", "-", text)
     last = len(text) - 1
     out = []
@@ -137,6 +138,15 @@ class _Lexicon:
                 return len(words), label
         return None
 
+    def occurs(self, tokens: Sequence[str], label: object) -> bool:
+        """True when a phrase with `label` occurs anywhere, even overlapping another phrase
+        ("of course not really" holds both "of course not" and the hedge "not really")."""
+        for i, token in enumerate(tokens):
+            for words, found in self._by_first.get(token, ()):
+                if found == label and tuple(tokens[i : i + len(words)]) == words:
+                    return True
+        return False
+
     def scan(self, tokens: Sequence[str]) -> list[tuple[object, str]]:
         """[(label or None, text)] covering all tokens; unmatched tokens carry label None."""
         items: list[tuple[object, str]] = []
@@ -163,14 +173,18 @@ _NOT_SURE_PHRASES = (
     "not sure|unsure|not certain|uncertain|dont know|do not know|dont knw|idk|idunno|dunno|"
     "no idea|no clue|not a clue|cant remember|cannot remember|dont remember|do not remember|"
     "cant recall|dont recall|cant say|cannot say|hard to say|cant tell|who knows|"
-    "no se|no lo se|nose|no sabria|no sabria decir|no estoy seguro|no estoy segura|"
+    "no se|no lo se|no sabria|no sabria decir|no estoy seguro|no estoy segura|"
     "no toy seguro|ni idea|no tengo idea|no tengo ni idea|quien sabe|no recuerdo|"
     "no lo recuerdo|no me acuerdo|no sabe|no sabemos"
 )
 _NOT_SURE_LEXICON = _Lexicon(_entries("not_sure", _NOT_SURE_PHRASES))
+# "nose" is how many type "no sé", and an English word: not sure only as the whole message.
+_WHOLE_NOT_SURE = frozenset({"nose"})
 
 
 def _says_not_sure(tokens: Sequence[str]) -> bool:
+    if " ".join(tokens) in _WHOLE_NOT_SURE:
+        return True
     return any(label == "not_sure" for label, _ in _NOT_SURE_LEXICON.scan(tokens))
 
 
@@ -340,7 +354,7 @@ _ELONGATED = (
 
 
 def _unstretch(token: str) -> str:
-    """"yesss" -> "yes", "nooo" -> "no", "siii" -> "si"."""
+    """Undoes stretched words: "yesss" -> "yes", "nooo" -> "no", "siii" -> "si"."""
     if len(token) > 2:
         for pattern, word in _ELONGATED:
             if pattern.fullmatch(token):
@@ -364,13 +378,17 @@ def parse_yes_no(text: str, lang: str = "en") -> Parsed:
     whole = " ".join(tokens)
     if whole in _WHOLE_YES_NO:
         return Parsed(True, _WHOLE_YES_NO[whole])
+    if whole in _WHOLE_NOT_SURE:
+        return NOT_SURE
     labels = {label for label, _ in _YES_NO_LEXICON.scan(tokens)}
     if "ya" in labels and not _is_es(lang):  # English "ya" = yeah; Spanish "ya" = already
         labels.add(True)
     polarities = labels & {True, False}
     if "not_sure" in labels:
         return NOT_SURE if not polarities else UNCLEAR
-    if "hedge" in labels or len(polarities) != 1:
+    if any(_YES_NO_LEXICON.occurs(tokens, label) for label in ("hedge", "not_sure")):
+        return UNCLEAR  # also when overlapping an answer: "of course not really / not sure"
+    if len(polarities) != 1:
         return UNCLEAR
     if True in polarities and "negation" in labels:
         return UNCLEAR
@@ -386,8 +404,11 @@ _SCALE = re.compile(
 )
 _PAIN_LEXICON = _Lexicon(
     _entries("zero", "no pain|none|sin dolor|nada|ningun dolor|nada de dolor|no me duele")
-    + _entries("bound", "over|under|above|below|almost|nearly|more than|less than|at least|"
-               "at most|mas de|menos de|mas que|menos que|casi|por lo menos|al menos")
+    + _entries(
+        "bound",
+        "over|under|above|below|almost|nearly|more than|less than|at least|"
+        "at most|mas de|menos de|mas que|menos que|casi|por lo menos|al menos",
+    )
     + _entries("of_ten", "out of|of|de|sobre")
 )
 
@@ -524,13 +545,16 @@ _DURATION_LEXICON = _Lexicon(
     + [(p, ("MORE", None)) for p in ("more than", "longer than", "over", "mas de", "mas que")]
     + [(p, ("POSTMORE", None)) for p in ("or more", "or longer", "or so more", "o mas")]
     + [(p, ("SKIP", None)) for p in ("up to", "close to", "at least", "al menos", "a lo sumo")]
-    + [(p, ("REJECT", None)) for p in (
-        "monday mon tuesday tues wednesday thursday thurs friday saturday sunday weekend "
-        "lunes martes miercoles jueves viernes sabado domingo finde "
-        "january february march april june july august september october november december "
-        "enero febrero marzo abril mayo junio julio agosto septiembre setiembre octubre "
-        "noviembre diciembre christmas navidad thanksgiving easter"
-    ).split()]
+    + [
+        (p, ("REJECT", None))
+        for p in (
+            "monday mon tuesday tues wednesday thursday thurs friday saturday sunday weekend "
+            "lunes martes miercoles jueves viernes sabado domingo finde "
+            "january february march april june july august september october november december "
+            "enero febrero marzo abril mayo junio julio agosto septiembre setiembre octubre "
+            "noviembre diciembre christmas navidad thanksgiving easter"
+        ).split()
+    ]
     + [("fin de semana", ("REJECT", None))]
 )
 _RANGE_WORDS = frozenset("or to - o u till until thru through hasta".split())
@@ -786,11 +810,14 @@ def parse_status(text: str, lang: str = "en") -> Parsed:
     tokens = _tokens(normalize(text))
     if len(tokens) == 1 and tokens[0] in ("1", "2", "3", "4"):
         return Parsed(True, STATUSES[int(tokens[0]) - 1])
+    if " ".join(tokens) in _WHOLE_NOT_SURE:
+        return NOT_SURE
     labels = {label for label, _ in _STATUS_LEXICON.scan(tokens)}
     statuses = labels & set(STATUSES)
     if "not_sure" in labels:
         return NOT_SURE if not statuses else UNCLEAR
-    if len(statuses) != 1 or "hedge" in labels or "negation" in labels:
+    hedged = any(_STATUS_LEXICON.occurs(tokens, label) for label in ("hedge", "not_sure"))
+    if len(statuses) != 1 or hedged or "negation" in labels:
         return UNCLEAR
     return Parsed(True, statuses.pop())
 

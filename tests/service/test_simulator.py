@@ -5,8 +5,8 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 import pytest
-
 import sqlalchemy as sa
+
 from service.store.models import Alert, CheckIn, Outbox
 
 PATIENT = "+16175550199"
