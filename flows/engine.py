@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flows import keywords, parsing, triage
-from flows.schedule import next_allowed
 from flows.loader import messages
 from flows.model import Flow, Node
+from flows.schedule import next_allowed
 
 UNCLEAR_LIMIT = 3  # the third unclear reply records "not answered" and moves on
 
@@ -276,7 +276,7 @@ def _finish(flow: Flow, state: dict, now: datetime, actions: list, status: str) 
         # Due dates already respect quiet hours, so the date named in the advice is the real one.
         tz = ctx.get("timezone") or "UTC"
         followups = tuple(FollowUpDue(kind, next_allowed(now + timedelta(days=days), tz))
-                          for kind, days in zip(("first", "final"), ctx["followup_days"]))
+                          for kind, days in zip(("first", "final"), ctx["followup_days"], strict=True))
         date_at = followups[0].due_at
     elif followup and ctx.get("next_check_at"):
         date_at = datetime.fromisoformat(ctx["next_check_at"])
