@@ -28,16 +28,27 @@ def is_gsm7(text: str) -> bool:
 
 
 def count_segments(text: str) -> Segments:
-    """How many SMS segments `text` is sent as."""
+    """How many SMS segments `text` is sent as.
+
+    A long message is split into parts of 153 septets (GSM-7) or 67 UTF-16 units (UCS-2), and a
+    character is never split across two parts: an extension character (escape + itself) or a
+    surrogate pair that would straddle a boundary starts the next part, as Twilio counts them.
+    """
     if is_gsm7(text):
-        units = sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
+        sizes = [2 if ch in GSM7_EXTENDED else 1 for ch in text]
         single, multi, enc = GSM7_SINGLE, GSM7_MULTI, "GSM-7"
     else:
         # Characters outside the Basic Multilingual Plane (most emoji) take two UTF-16 units.
-        units = sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+        sizes = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
         single, multi, enc = UCS2_SINGLE, UCS2_MULTI, "UCS-2"
+    units = sum(sizes)
     if units == 0:
         return Segments(enc, 0, 0)
     if units <= single:
         return Segments(enc, units, 1)
-    return Segments(enc, units, -(-units // multi))
+    count, used = 1, 0
+    for size in sizes:
+        if used + size > multi:
+            count, used = count + 1, 0
+        used += size
+    return Segments(enc, units, count)
