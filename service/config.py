@@ -43,6 +43,15 @@ class Config:
     LOG_LEVEL: str
     SESSION_COOKIE_SECURE: bool
     SESSION_COOKIE_SAMESITE: str
+    # Sending and scheduling (tasks/): messages per second per sending number (across all
+    # workers), tries before a send is given up with an alert, on-call repeats of an open
+    # urgent/emergency alert (every 30 minutes), and how often the beat runs its jobs.
+    SEND_RATE_PER_SECOND: float
+    SEND_MAX_ATTEMPTS: int
+    ONCALL_MAX_REPEATS: int
+    BEAT_INTERVAL_SECONDS: float
+    REDIS_KEY_PREFIX: str  # lets several deployments (or test runs) share one Redis database
+    TWILIO_API_BASE: str | None  # a fake Twilio server for multi-process tests; never in production
 
     @classmethod
     def from_env(
@@ -107,6 +116,12 @@ class Config:
             LOG_LEVEL=(_text(raw.get("LOG_LEVEL")) or "INFO").upper(),
             SESSION_COOKIE_SECURE=_bool(raw, "SESSION_COOKIE_SECURE", default=production),
             SESSION_COOKIE_SAMESITE=_text(raw.get("SESSION_COOKIE_SAMESITE")) or "Lax",
+            SEND_RATE_PER_SECOND=_number(raw, "SEND_RATE_PER_SECOND", float, 1.0, low=0.01),
+            SEND_MAX_ATTEMPTS=_number(raw, "SEND_MAX_ATTEMPTS", int, 6, low=1),
+            ONCALL_MAX_REPEATS=_number(raw, "ONCALL_MAX_REPEATS", int, 4, low=0),
+            BEAT_INTERVAL_SECONDS=_number(raw, "BEAT_INTERVAL_SECONDS", float, 60.0, low=0.5),
+            REDIS_KEY_PREFIX=_text(raw.get("REDIS_KEY_PREFIX")) or "",
+            TWILIO_API_BASE=None if production else _text(raw.get("TWILIO_API_BASE")),
         )
 
     @property
@@ -160,6 +175,19 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def _number(raw: Mapping[str, Any], name: str, kind: type, default: Any, *, low: float) -> Any:
+    value = raw.get(name)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    if number < low:
+        raise ConfigError(f"{name} must be at least {low}, not {value!r}")
+    return number
 
 
 def _bool(raw: Mapping[str, Any], name: str, *, default: bool) -> bool:

@@ -1,4 +1,9 @@
-"""Delivery status callbacks: idempotent by SID and status, never moving a message backwards."""
+"""Delivery status callbacks: idempotent by SID and status, never moving a message backwards.
+
+Carrier delivery failures (Twilio errors 30003-30008: unreachable, blocked, unknown number,
+landline, filtered, unknown) are counted per patient since the last delivered text; the third
+in a row raises a `delivery_failure` alert (one open alert per patient at a time).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,14 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.store.models import Message, Outbox
+from service.store.models import Alert, Clinic, Message, Outbox, Patient
 
 # Later states win; a callback for an earlier state that arrives late changes nothing.
 RANK = {"accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3, "receiving": 3,
         "received": 4, "delivered": 5, "undelivered": 5, "failed": 5, "read": 6, "canceled": 5}
+
+DELIVERY_ERRORS = range(30003, 30009)  # 30003-30008
+FAILURES_BEFORE_ALERT = 3
 
 
 def record_status(session: Session, *, sid: str, status: str, error_code: int | None,
@@ -37,4 +45,41 @@ def record_status(session: Session, *, sid: str, status: str, error_code: int | 
     message.status, message.updated_at = status, now
     if error_code:
         message.error_code = error_code
+    if status in ("undelivered", "failed") and error_code in DELIVERY_ERRORS \
+            and message.patient_id is not None:
+        session.flush()
+        _count_delivery_failure(session, message, now)
     return True
+
+
+def delivery_failures(session: Session, patient_id: int) -> int:
+    """Carrier delivery failures of a patient's texts since the last one delivered."""
+    last_ok = session.execute(
+        sa.select(sa.func.max(Message.id)).where(
+            Message.patient_id == patient_id, Message.direction == "out",
+            Message.status.in_(("delivered", "read")))).scalar()
+    query = sa.select(sa.func.count()).select_from(Message).where(
+        Message.patient_id == patient_id, Message.direction == "out",
+        Message.status.in_(("undelivered", "failed")),
+        Message.error_code.between(DELIVERY_ERRORS.start, DELIVERY_ERRORS.stop - 1))
+    if last_ok is not None:
+        query = query.where(Message.id > last_ok)
+    return session.execute(query).scalar_one()
+
+
+def _count_delivery_failure(session: Session, message: Message, now: datetime) -> None:
+    from service.checkins import raise_alert  # checkins is the bigger module; keep imports light
+
+    failures = delivery_failures(session, message.patient_id)
+    if failures < FAILURES_BEFORE_ALERT:
+        return
+    already = session.execute(sa.select(Alert.id).where(
+        Alert.patient_id == message.patient_id, Alert.kind == "delivery_failure",
+        Alert.status == "open")).first()
+    if already is not None:
+        return
+    patient = session.get(Patient, message.patient_id)
+    raise_alert(session, session.get(Clinic, message.clinic_id), patient,
+                kind="delivery_failure", level="soon", now=now,
+                summary=f"{failures} texts in a row did not reach the patient's phone "
+                        f"(last carrier error {message.error_code}). Please call the patient.")

@@ -24,7 +24,8 @@ class _Registered:
 
 
 def add_check(app: Flask, name: str, check: Check, *, critical: bool = True) -> None:
-    """Report `name` in /healthz: "ok" if `check()` returns, "error" if it raises.
+    """Report `name` in /healthz: "ok" if `check()` returns None, what it returns otherwise
+    (a number such as an age in seconds), "error" if it raises.
 
     A failing critical check makes the answer 503 (take this web process out of rotation);
     a non-critical one is only reported.
@@ -40,16 +41,16 @@ def init_app(app: Flask) -> None:
 @bp.get("/healthz")
 def healthz():
     checks: dict[str, _Registered] = current_app.extensions.get("health_checks", {})
-    body: dict[str, str] = {}
+    body: dict[str, object] = {}
     healthy = True
     for name, registered in checks.items():
         try:
-            registered.check()
+            value = registered.check()
         except Exception as exc:
             log.warning("health check %s failed: %s: %s", name, type(exc).__name__, exc)
             body[name] = "error"
             healthy = healthy and not registered.critical
         else:
-            body[name] = "ok"
+            body[name] = "ok" if value is None else value
     body["status"] = "ok" if healthy else "error"
     return jsonify(body), 200 if healthy else 503

@@ -334,7 +334,8 @@ def test_healthz_ok(client):
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.get_json() == {"database": "ok", "status": "ok"}
+    assert response.get_json() == {"database": "ok", "broker": "ok", "oldest_due_seconds": 0,
+                                   "status": "ok"}
 
 
 def test_healthz_503_when_the_database_is_down(tmp_path):
@@ -345,7 +346,8 @@ def test_healthz_503_when_the_database_is_down(tmp_path):
         get_db(app).dispose()
 
     assert response.status_code == 503
-    assert response.get_json() == {"database": "error", "status": "error"}
+    assert response.get_json() == {"database": "error", "broker": "ok",
+                                   "oldest_due_seconds": "error", "status": "error"}
 
 
 def test_healthz_reports_but_tolerates_a_non_critical_failure(app, client):
@@ -357,7 +359,8 @@ def test_healthz_reports_but_tolerates_a_non_critical_failure(app, client):
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.get_json() == {"broker": "error", "database": "ok", "status": "ok"}
+    assert response.get_json() == {"broker": "error", "database": "ok",
+                                   "oldest_due_seconds": 0, "status": "ok"}
 
 
 # ---- CLI ----------------------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""The tasks: thin shells that take ids, call one service function each, and log what happened.
+
+The beat's jobs (dispatch_due_followups, send_due_outbox, tick_due_checkins, oncall_due,
+replay_spool) find due rows and queue one short task per row or per recipient; nothing waits
+in Celery for longer than a retry's few minutes. Logs carry ids and outcomes, never phone
+numbers or answers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from service import checkins, followups, oncall, outbox
+from service.spool import Spool
+from service.store.models import CheckIn, FollowUp, Patient
+
+log = logging.getLogger("tasks")
+
+DB_DOWN = (OperationalError, InterfaceError)
+# Per-row tasks retry while the database is away; Celery's countdown stays within minutes.
+RETRY = {"autoretry_for": DB_DOWN, "retry_backoff": 5, "retry_backoff_max": 300,
+         "retry_jitter": True, "max_retries": 8}
+
+
+def _rt(task):
+    return task.app.triage
+
+
+def _queue(task, name: str, *args) -> None:
+    task.app.send_task(name, args=args)
+
+
+def _send_batches(task, batches: list[list[int]]) -> int:
+    for ids in batches:
+        _queue(task, "tasks.send_outbox", ids)
+    return len(batches)
+
+
+# ---- outbox -------------------------------------------------------------------------------
+
+
+@shared_task(bind=True, name="tasks.send_due_outbox")
+def send_due_outbox(self) -> int:
+    """Beat: queues one sending task per recipient with due texts."""
+    rt = _rt(self)
+    with rt.db.transaction() as session:
+        batches = outbox.due_batches(session, rt.now())
+    if batches:
+        log.info("send_due_outbox recipients=%d texts=%d", len(batches), sum(map(len, batches)))
+    return _send_batches(self, batches)
+
+
+@shared_task(bind=True, name="tasks.send_outbox", **RETRY)
+def send_outbox(self, outbox_ids: list[int]) -> list[str]:
+    """Sends one recipient's due texts in queue order (each at most once, rate-limited)."""
+    rt = _rt(self)
+    results = []
+    for outbox_id in outbox_ids:
+        result = outbox.send_one(rt.db, outbox_id, rt.sender, rt.now(),
+                                 status_callback=rt.status_callback,
+                                 throttle=rt.limiter.acquire,
+                                 max_attempts=int(rt.config.get("SEND_MAX_ATTEMPTS") or 6))
+        results.append(result.status)
+        log.log(logging.WARNING if result.status == "failed" else logging.INFO,
+                "send_outbox outbox_id=%s outcome=%s code=%s", outbox_id, result.status,
+                result.code)
+    return results
+
+
+# ---- follow-ups ---------------------------------------------------------------------------
+
+
+@shared_task(bind=True, name="tasks.dispatch_due_followups")
+def dispatch_due_followups(self) -> int:
+    """Beat: claims due follow-ups (with a lease) and queues one start task for each."""
+    rt = _rt(self)
+    with rt.db.transaction() as session:
+        claimed = followups.claim_due(session, rt.now())
+    for followup_id in claimed:  # after the commit: a start task must see the claim
+        _queue(self, "tasks.start_followup", followup_id)
+    return len(claimed)
+
+
+@shared_task(bind=True, name="tasks.start_followup", **RETRY)
+def start_followup(self, followup_id: int) -> str:
+    rt = _rt(self)
+    now = rt.now()
+    with rt.db.transaction() as session:
+        result = followups.start_claimed(session, followup_id, now)
+        followup = session.get(FollowUp, followup_id)
+        to = followup.patient.phone_e164 if result == "started" else None
+    log.info("start_followup followup_id=%s outcome=%s", followup_id, result)
+    if to is not None:
+        with rt.db.transaction() as session:
+            _send_batches(self, outbox.due_batches(session, now, to_number=to))
+    return result
+
+
+# ---- conversations: reminders and timeouts -------------------------------------------------
+
+
+@shared_task(bind=True, name="tasks.tick_due_checkins")
+def tick_due_checkins(self) -> int:
+    """Beat: queues a tick for each conversation whose reminder or timeout is due."""
+    rt = _rt(self)
+    with rt.db.transaction() as session:
+        ids = checkins.due_checkin_ids(session, rt.now())
+    for checkin_id in ids:
+        _queue(self, "tasks.tick_checkin", checkin_id)
+    return len(ids)
+
+
+@shared_task(bind=True, name="tasks.tick_checkin", **RETRY)
+def tick_checkin(self, checkin_id: int) -> bool:
+    rt = _rt(self)
+    now = rt.now()
+    with rt.db.transaction() as session:
+        happened = checkins.tick_checkin(session, checkin_id, now)
+        checkin = session.get(CheckIn, checkin_id) if happened else None
+        to = session.get(Patient, checkin.patient_id).phone_e164 if checkin else None
+        status = checkin.status if checkin else None
+    log.info("tick_checkin checkin_id=%s fired=%s status=%s", checkin_id, happened, status)
+    if to is not None:
+        with rt.db.transaction() as session:
+            _send_batches(self, outbox.due_batches(session, now, to_number=to))
+        if status != "active":  # it ended: its alert may need the on-call now
+            _notify_oncall(self, now)
+    return happened
+
+
+# ---- on-call ------------------------------------------------------------------------------
+
+
+def _notify_oncall(task, now) -> int:
+    rt = _rt(task)
+    limit = int(rt.config.get("ONCALL_MAX_REPEATS", 4))
+    with rt.db.transaction() as session:
+        ids = oncall.due_alert_ids(session, now, max_repeats=limit)
+    sent = 0
+    for alert_id in ids:
+        with rt.db.transaction() as session:
+            row_id = oncall.notify(session, alert_id, now, max_repeats=limit,
+                                   base_url=rt.config.get("PUBLIC_BASE_URL"))
+        if row_id is not None:
+            sent += 1
+            _queue(task, "tasks.send_outbox", [row_id])
+            log.info("oncall alert_id=%s outbox_id=%s", alert_id, row_id)
+    return sent
+
+
+@shared_task(bind=True, name="tasks.oncall_due")
+def oncall_due(self) -> int:
+    """Beat: the first on-call text of new urgent/emergency alerts, and the 30-minute repeats."""
+    return _notify_oncall(self, _rt(self).now())
+
+
+@shared_task(bind=True, name="tasks.send_now")
+def send_now(self) -> int:
+    """Queued by the web after an inbound text: on-call texts and due texts without waiting for
+    the beat (which would do the same within a minute)."""
+    rt = _rt(self)
+    now = rt.now()
+    sent = _notify_oncall(self, now)
+    with rt.db.transaction() as session:
+        return sent + _send_batches(self, outbox.due_batches(session, now))
+
+
+# ---- inbound spool ------------------------------------------------------------------------
+
+
+@shared_task(bind=True, name="tasks.replay_spool")
+def replay_spool(self) -> int:
+    """Beat: replays inbound texts spooled while the database was away, in arrival order."""
+    rt = _rt(self)
+    spool = Spool(redis_url=rt.config.get("REDIS_URL"), spool_dir=rt.config["SPOOL_DIR"])
+    with rt.only_one("spool") as mine:
+        if not mine:
+            return 0
+        try:
+            done = spool.replay(lambda record: checkins.replay_spooled(rt.db, record, rt.now()))
+        except DB_DOWN as exc:
+            log.warning("replay_spool: database still unavailable (%s)", type(exc).__name__)
+            return 0
+    if done:
+        log.info("replay_spool replayed=%d", done)
+        with rt.db.transaction() as session:
+            _send_batches(self, outbox.due_batches(session, rt.now()))
+    return done

@@ -1,0 +1,166 @@
+"""Real worker and beat processes: the send-rate limit holds across two workers (Redis), and a
+fresh embedded-broker run (no Redis, SQLite, dry-run sender) sends a follow-up once the clock
+is moved, as the README's "See a follow-up locally" describes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from service import checkins, jobs
+from service.config import load_config
+from service.ratelimit import RateLimiter
+from service.store import Database, migrate
+from service.store.models import FollowUp, Message, Outbox
+from tests.tasks.conftest import REDIS_URL
+from tests.tasks.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi, FakeTwilioServer
+from tests.tasks.helpers import SELF_CARE, intake_replies, rows, wait_for
+from tests.tasks.procs import ROOT, celery_process, clean_env, wait_for_log
+
+pytestmark = pytest.mark.slow
+
+NY = ZoneInfo("America/New_York")
+
+
+def _take_slots(lock_dir: str, n: int, rate: float, out) -> None:
+    limiter = RateLimiter(rate, lock_dir=lock_dir)
+    for _ in range(n):
+        assert limiter.acquire("+16175550105")
+        out.put(time.time())
+
+
+def test_file_rate_limit_holds_across_processes(tmp_path):
+    rate, per_process = 10.0, 5
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_take_slots, args=(str(tmp_path), per_process, rate, out))
+             for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    times = sorted(out.get(timeout=30) for _ in range(2 * per_process))
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.9 / rate, gaps
+    assert times[-1] - times[0] >= (len(times) - 1) / rate * 0.95
+
+
+def test_redis_rate_limit_gives_one_slot_per_interval(redis_prefix):
+    limiters = [RateLimiter(20.0, redis_url=REDIS_URL, key_prefix=redis_prefix + "rl1:")
+                for _ in range(2)]
+    start = time.time()
+    for i in range(6):
+        assert limiters[i % 2].acquire("+16175550105")
+    assert time.time() - start >= 5 / 20.0 * 0.95
+    # A slot further away than max_wait is refused: the row goes back to the outbox.
+    impatient = RateLimiter(0.1, redis_url=REDIS_URL, key_prefix=redis_prefix + "rl2:",
+                            max_wait=1)
+    assert impatient.acquire("+16175550105") is True
+    assert impatient.acquire("+16175550105") is False
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, redis_prefix,
+                                                                 tmp_path):
+    rate, patients = 4.0, 8
+    now = datetime(2026, 6, 1, 10, 0, tzinfo=NY)
+    db = Database(database_url)
+    try:
+        with db.transaction() as session:
+            from service.clinics import create_clinic
+
+            clinic = create_clinic(session, name="Rate Clinic", numbers=["+16175550106"])
+            for n in range(patients):
+                checkins.enroll_patient(session, clinic, phone=f"+1617555{n + 200:04d}",
+                                        now=now)
+        api = FakeTwilioApi()
+        prefix = redis_prefix + "procs:"
+        with FakeTwilioServer(api) as server:
+            env = clean_env({
+                "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
+                "REDIS_KEY_PREFIX": prefix, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": server.url,
+                "SEND_RATE_PER_SECOND": rate, "SECRET_KEY": "x", "BROKER_DIR": tmp_path,
+                "SPOOL_DIR": tmp_path / "spool", "TRIAGE_FAKE_NOW": now.isoformat()})
+            logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+            args = ["worker", "--loglevel=INFO", "--concurrency=2", "--without-gossip",
+                    "--without-mingle", "--without-heartbeat"]
+            with celery_process([*args, "-n", "w1@%h"], env, logs[0], cwd=tmp_path) as w1, \
+                    celery_process([*args, "-n", "w2@%h"], env, logs[1], cwd=tmp_path) as w2:
+                wait_for_log(logs[0], " ready.", w1)
+                wait_for_log(logs[1], " ready.", w2)
+                config = load_config({"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix},
+                                     environ={})
+                assert jobs.send_task("tasks.send_due_outbox", config=config)
+                wait_for(lambda: all(r.status == "sent" for r in rows(db, Outbox)),
+                         timeout=90, what="every text sent")
+        posts = api.posts()
+        assert len(posts) == patients  # one request per text, no duplicates
+        assert {p["data"]["From"] for p in posts} == {"+16175550106"}
+        times = sorted(p["at"] for p in posts)
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        # Slots are exactly 1/rate apart in Redis; the HTTP hop adds a little jitter.
+        assert min(gaps) >= 0.6 / rate, gaps
+        assert times[-1] - times[0] >= (patients - 1) / rate * 0.9
+        per_worker = [len(re.findall(r"send_outbox outbox_id=\d+ outcome=sent", log.read_text()))
+                      for log in logs]
+        assert sum(per_worker) == patients and all(per_worker), per_worker
+    finally:
+        db.dispose()
+
+
+def sent_texts(db) -> list[str]:
+    """Texts the dry-run sender sent (its SIDs start with DR; replies by TwiML have none)."""
+    return [m.body for m in rows(db, Message, Message.direction == "out")
+            if (m.twilio_sid or "").startswith("DR")]
+
+
+def test_embedded_broker_worker_and_beat_send_a_followup_when_the_clock_is_moved(tmp_path):
+    url = f"sqlite:///{tmp_path / 'triage.db'}"
+    migrate.upgrade(url)
+    db = Database(url)
+    intake_at = datetime(2026, 5, 4, 10, 0, tzinfo=NY)
+    try:
+        with db.transaction() as session:
+            from service.clinics import create_clinic
+
+            create_clinic(session, name="Laptop Clinic", numbers=["+16175550107"])
+        for n, body in enumerate(["PAIN", *intake_replies(SELF_CARE)]):
+            with db.transaction() as session:
+                checkins.handle_inbound_sms(session, to="+16175550107", from_="+16175550144",
+                                            body=body, sid=f"SM{n:032x}", now=intake_at)
+        first = rows(db, FollowUp, FollowUp.kind == "first")[0]
+        assert first.due_at == intake_at + timedelta(days=28)
+
+        env = clean_env({"DATABASE_URL": url, "BROKER_DIR": tmp_path / "broker",
+                         "SPOOL_DIR": tmp_path / "spool", "BEAT_INTERVAL_SECONDS": "2",
+                         "SEND_RATE_PER_SECOND": "20",
+                         "TRIAGE_FAKE_NOW": (first.due_at + timedelta(minutes=5)).isoformat()})
+        logs = {"worker": tmp_path / "worker.log", "beat": tmp_path / "beat.log"}
+        with celery_process(["worker", "--loglevel=INFO", "--concurrency=2"], env,
+                            logs["worker"], cwd=tmp_path) as worker, \
+                celery_process(["beat", "--loglevel=INFO", "--schedule",
+                                str(tmp_path / "celerybeat-schedule")], env, logs["beat"],
+                               cwd=tmp_path):
+            wait_for_log(logs["worker"], " ready.", worker)
+            ready = time.monotonic()
+            wait_for(lambda: len(sent_texts(db)) >= 2, timeout=90, what="the follow-up texts")
+            took = time.monotonic() - ready
+        sent = sent_texts(db)
+        assert sent[0].startswith("Laptop Clinic: Hi! A few weeks ago")
+        assert sent[1].startswith("How is your back pain now?")
+        assert took < 30  # the beat runs every BEAT_INTERVAL_SECONDS (2 s here, 60 s by default)
+        assert rows(db, FollowUp, FollowUp.kind == "first")[0].status == "started"
+        text = logs["worker"].read_text() + logs["beat"].read_text()
+        assert "Scheduler: Sending due task dispatch-due-followups" in text
+        assert "+16175550144" not in text  # no phone number in the logs
+        assert not (ROOT / "var" / "celerybeat-schedule.lock").exists()
+    finally:
+        db.dispose()
