@@ -25,9 +25,11 @@ __all__ = [
     "OPT_OUT_WORDS",
     "RESTART_WORDS",
     "START_WORDS",
+    "TWILIO_OPT_IN_WORDS",
     "TWILIO_OPT_OUT_WORDS",
     "classify",
     "is_start_keyword",
+    "is_twilio_opt_in",
     "is_twilio_opt_out",
 ]
 
@@ -74,7 +76,11 @@ _WHOLE = {
     )
     for word in words
 }
+# And its default opt-in keywords, which it answers with its own confirmation.
+TWILIO_OPT_IN_WORDS = ("START", "YES", "UNSTOP")
+
 _TWILIO = frozenset(normalize(word) for word in TWILIO_OPT_OUT_WORDS)
+_TWILIO_IN = frozenset(normalize(word) for word in TWILIO_OPT_IN_WORDS)
 
 # Courtesy words allowed around a whole-message keyword: "STOP please", "basta ya".
 _COURTESY = frozenset(
@@ -156,6 +162,12 @@ def is_twilio_opt_out(text: str) -> bool:
     where it is absent. Case, surrounding whitespace and punctuation are ignored.
     """
     return normalize(text) in _TWILIO
+
+
+def is_twilio_opt_in(text: str) -> bool:
+    """True when Twilio's own opt-out handling (when on) also answered `text` as an opt-in; as
+    with `is_twilio_opt_out`, OptOutType=START says so authoritatively when present."""
+    return normalize(text) in _TWILIO_IN
 
 
 def is_start_keyword(text: str, clinic_keywords: Sequence[str]) -> bool:

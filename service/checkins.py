@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from flows import engine, keywords, parsing, triage
 from flows.loader import get_flow, messages
@@ -58,9 +58,11 @@ def clinic_for_number(session: Session, to_number: str) -> Clinic | None:
         phone = normalize_phone(to_number)
     except ValueError:
         return None
+    # The numbers come in the same statement: every inbound text records the clinic's number.
     row = session.execute(
         sa.select(Clinic).join(ClinicNumber).where(ClinicNumber.phone_e164 == phone)
-    ).scalar_one_or_none()
+        .options(joinedload(Clinic.numbers))
+    ).unique().scalar_one_or_none()
     return row
 
 
@@ -108,12 +110,14 @@ def timezone_of(patient: Patient, clinic: Clinic) -> str:
 
 
 def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | None, sid: str,
-                       now: datetime, opt_out_type: str | None = None) -> InboundResult:
-    """One inbound text: the whole use case, in the caller's transaction."""
-    if sid:
-        receipt = session.get(WebhookReceipt, sid)
-        if receipt is not None:
-            return InboundResult(json.loads(receipt.response_body), duplicate=True)
+                       now: datetime, opt_out_type: str | None = None,
+                       replies_via_outbox: bool = False) -> InboundResult:
+    """One inbound text: the whole use case, in the caller's transaction.
+
+    The replies are returned for the webhook's TwiML and recorded as messages. With
+    `replies_via_outbox` (a spooled text replayed after its webhook answered) they are queued in
+    the outbox instead, to go out at once; the send records them, so each exists once.
+    """
     clinic = clinic_for_number(session, to)
     if clinic is None:
         log.warning("inbound sms to a number no clinic owns (sid=%s)", sid)
@@ -125,14 +129,14 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
         return InboundResult(reason="bad_from")
     patient = lock_patient(session, clinic.id, phone)
     if sid:
-        # A duplicate that waited on the lock sees the first delivery's receipt now.
-        session.expire_all()
+        # Looked up after the lock, so a duplicate that waited on it sees the first delivery's
+        # receipt (each statement reads what is committed; the locked row is read fresh).
         receipt = session.get(WebhookReceipt, sid)
         if receipt is not None:
             return InboundResult(json.loads(receipt.response_body), duplicate=True)
-        patient = lock_patient(session, clinic.id, phone) if patient is not None else None
-    text = (body or "").strip()
+    text = (body or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
     result = _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type)
+    _deliver_replies(session, clinic, phone, result.replies, now, via_outbox=replies_via_outbox)
     if sid:
         session.add(WebhookReceipt(sid=sid, kind="sms", response_body=json.dumps(result.replies),
                                    created_at=now))
@@ -141,8 +145,11 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
 
 def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> InboundResult:
     word = keywords.classify(text)
+    # Twilio's own opt-out handling says what it did with this text (its keywords may go beyond
+    # ours, e.g. YES as an opt-in word): the patient's choice is recorded here too.
+    word = {"STOP": "stop", "START": "start"}.get((opt_out_type or "").upper(), word)
     if patient is None:
-        patient = _unknown_number(session, clinic, phone, text, word, now)
+        patient = _unknown_number(session, clinic, phone, text, word, now, opt_out_type)
         if isinstance(patient, InboundResult):
             return patient
         _record_in(session, clinic, patient, phone, text, sid, now, None)
@@ -156,7 +163,7 @@ def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> I
                                opt_out(session, clinic, patient, text, now, opt_out_type), now)
     if word == "start" and patient.opted_out:
         patient.opted_out, patient.opted_out_at = False, None
-        if clinic.twilio_optout_handling:
+        if _twilio_answered(clinic, text, opt_out_type, "START"):
             return InboundResult(reason="twilio_confirms_start")  # Twilio answers START itself
         return _finish_replies(session, clinic, patient,
                                [text_for("optin.confirm", clinic, lang)], now)
@@ -175,6 +182,11 @@ def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> I
     if checkin is not None:
         if keywords.is_start_keyword(text, clinic.start_keywords):
             return _finish_replies(session, clinic, patient, _repeat_question(checkin), now)
+        if checkin.channel != "sms":
+            # Begun on a call: the patient has not seen this question in writing, so this text
+            # is not taken as its answer; the check-in goes on by text from this question.
+            switch_channel(checkin, "sms")
+            return _finish_replies(session, clinic, patient, _repeat_question(checkin), now)
         replies = _step(session, clinic, patient, checkin, engine.Reply(text), now, reply=True)
         return _finish_replies(session, clinic, patient, replies, now)
     if keywords.is_start_keyword(text, clinic.start_keywords):
@@ -189,7 +201,7 @@ def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> I
                            _start(session, clinic, patient, kind, now, reply=True), now)
 
 
-def _unknown_number(session, clinic, phone, text, word, now):
+def _unknown_number(session, clinic, phone, text, word, now, opt_out_type=None):
     lang = "es" if parsing.normalize(text) in ("dolor", "espalda", "ayuda") else "en"
     if keywords.is_start_keyword(text, clinic.start_keywords):
         patient = Patient(clinic_id=clinic.id, phone_e164=phone, language=lang, consent="given",
@@ -205,7 +217,7 @@ def _unknown_number(session, clinic, phone, text, word, now):
         session.add(patient)
         session.flush()
         _record_in(session, clinic, patient, phone, text, None, now, None)
-        if clinic.twilio_optout_handling and keywords.is_twilio_opt_out(text):
+        if _twilio_answered(clinic, text, opt_out_type, "STOP"):
             return InboundResult(reason="twilio_confirms_stop")
         return InboundResult([text_for("optout.confirm", clinic, lang)])
     if word == "help":
@@ -221,14 +233,45 @@ def _record_in(session, clinic, patient, phone, text, sid, now, checkin) -> None
 
 
 def _finish_replies(session, clinic, patient, replies: list[str], now) -> InboundResult:
-    checkin = active_checkin(session, patient.id)
+    return InboundResult(list(replies))  # recorded once, by _deliver_replies
+
+
+def _deliver_replies(session, clinic, phone, replies: list[str], now, *, via_outbox: bool) -> None:
+    """Records the replies to one inbound text: as TwiML replies, or queued in the outbox."""
+    if not replies:
+        return
+    session.flush()
+    patient = session.execute(
+        sa.select(Patient).where(Patient.clinic_id == clinic.id, Patient.phone_e164 == phone,
+                                 Patient.erased_at.is_(None))).scalar_one_or_none()
+    checkin = active_checkin(session, patient.id) if patient is not None else None
     for text in replies:
-        session.add(Message(clinic_id=clinic.id, patient_id=patient.id,
-                            checkin_id=checkin.id if checkin else None, direction="out",
-                            channel="sms", from_number=clinic_number(clinic) or "",
-                            to_number=patient.phone_e164, body=text, status="replied",
-                            created_at=now))
-    return InboundResult(list(replies))
+        if via_outbox:
+            # An opted-out patient's only reply is the opt-out confirmation: it must still go.
+            kind = "optout_confirm" if patient is not None and patient.opted_out else "reply"
+            outbox.enqueue(session, clinic=clinic, body=text, kind=kind, now=now,
+                           patient=patient, to=None if patient else phone, checkin=checkin,
+                           quiet=False)
+        elif patient is not None:
+            session.add(Message(clinic_id=clinic.id, patient_id=patient.id,
+                                checkin_id=checkin.id if checkin else None, direction="out",
+                                channel="sms", from_number=clinic_number(clinic) or "",
+                                to_number=patient.phone_e164, body=text, status="replied",
+                                created_at=now))
+
+
+def _twilio_answered(clinic: Clinic, text: str, opt_out_type: str | None, kind: str) -> bool:
+    """Did Twilio's own opt-out handling already confirm this STOP or START to the patient?
+
+    OptOutType says so whenever Twilio sends it, whatever the clinic setting (ours would be a
+    second confirmation, and Twilio blocks texts to an opted-out number anyway). Without it,
+    the clinic setting and Twilio's default keywords decide.
+    """
+    if opt_out_type:
+        return opt_out_type.upper() == kind
+    if not clinic.twilio_optout_handling:
+        return False
+    return keywords.is_twilio_opt_out(text) if kind == "STOP" else keywords.is_twilio_opt_in(text)
 
 
 # ---- opt-out ------------------------------------------------------------------------------
@@ -246,9 +289,7 @@ def opt_out(session: Session, clinic: Clinic, patient: Patient, text: str, now: 
         _abandon(session, clinic, patient, checkin, now, "opted out during the check-in")
     if already:
         return []
-    twilio_confirms = clinic.twilio_optout_handling and (
-        (opt_out_type or "").upper() == "STOP" or keywords.is_twilio_opt_out(text))
-    if twilio_confirms:
+    if _twilio_answered(clinic, text, opt_out_type, "STOP"):
         return []
     return [text_for("optout.confirm", clinic, patient.language)]
 
@@ -365,6 +406,16 @@ def _apply(session, clinic, patient, checkin, state, actions, now, *, reply: boo
         outbox.enqueue(session, clinic=clinic, patient=patient, body=text, kind="checkin",
                        now=now, tz=timezone_of(patient, clinic), checkin=checkin)
     return []
+
+
+def switch_channel(checkin: CheckIn, channel: str, lang: str | None = None) -> None:
+    """Moves a conversation to SMS or voice (a call finished by text, a text check-in continued
+    on a call): the engine words its next questions and messages for that channel."""
+    state = {**checkin.state, "channel": channel}
+    if lang is not None:
+        state["lang"] = lang
+        checkin.language = lang
+    checkin.state, checkin.channel = state, channel
 
 
 def _repeat_question(checkin: CheckIn) -> list[str]:
@@ -538,6 +589,8 @@ def tick_checkin(session: Session, checkin_id: int, now: datetime) -> bool:
     patient = session.execute(sa.select(Patient).where(Patient.id == checkin.patient_id)
                               .with_for_update()).scalar_one()
     clinic = session.get(Clinic, checkin.clinic_id)
+    if checkin.channel != "sms":
+        switch_channel(checkin, "sms")  # a call left unfinished: reminder and advice go by text
     _step(session, clinic, patient, checkin, engine.Tick(), now, reply=False)
     return True
 
@@ -556,16 +609,9 @@ def text_for_holding(lang: str = "en") -> str:
 
 
 def replay_spooled(db, record: dict, now: datetime) -> None:
-    """Processes one spooled inbound message; its replies go out through the outbox at once."""
+    """Processes one spooled inbound message; its replies go out through the outbox at once
+    (its webhook answered with the holding text long ago). A record seen before does nothing."""
     with db.transaction() as session:
-        result = handle_inbound_sms(session, to=record["to"], from_=record["from"],
-                                    body=record.get("body"), sid=record["sid"], now=now,
-                                    opt_out_type=record.get("opt_out_type"))
-        if result.duplicate or not result.replies:
-            return
-        clinic = clinic_for_number(session, record["to"])
-        patient = lock_patient(session, clinic.id, normalize_phone(record["from"]))
-        for text in result.replies:
-            outbox.enqueue(session, clinic=clinic, body=text, kind="reply", now=now,
-                           patient=patient, to=None if patient else normalize_phone(record["from"]),
-                           quiet=False)
+        handle_inbound_sms(session, to=record["to"], from_=record["from"],
+                           body=record.get("body"), sid=record["sid"], now=now,
+                           opt_out_type=record.get("opt_out_type"), replies_via_outbox=True)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, abort, current_app, request
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from service import checkins, delivery
+from service import checkins, clock, delivery, jobs
 from service.logging import mask_phone
 from service.spool import Spool
 from service.store import get_db
@@ -81,21 +80,35 @@ def sms():
     if not sid or not to or not from_:
         return Response("MessageSid, From and To are required", status=400,
                         mimetype="text/plain")
+    if len(sid) > 64 or "\x00" in sid:
+        return Response("MessageSid is not a Twilio SID", status=400, mimetype="text/plain")
     body = form.get("Body", "")
-    now = datetime.now(UTC)
+    now = clock.now()
+    spool = current_app.extensions["spool"]
+    record = {"sid": sid, "to": to, "from": from_, "body": body,
+              "opt_out_type": form.get("OptOutType"), "received_at": now.isoformat()}
+    if spool.holds(from_):
+        # This sender's earlier texts wait for the replay (the database was away): this one
+        # queues behind them, so the conversation gets the answers in the order they were sent.
+        where = spool.push(record)
+        log.warning("inbound %s spooled to %s behind earlier spooled texts", sid, where)
+        if current_app.config.get("REDIS_URL"):
+            jobs.send_task("tasks.replay_spool", config=current_app.config)
+        return twiml([checkins.text_for_holding()])
     try:
         result = run_inbound(get_db(), to=to, from_=from_, body=body, sid=sid, now=now,
                              opt_out_type=form.get("OptOutType"))
     except DB_UNAVAILABLE as exc:
-        where = current_app.extensions["spool"].push(
-            {"sid": sid, "to": to, "from": from_, "body": body,
-             "opt_out_type": form.get("OptOutType"), "received_at": now.isoformat()})
+        where = spool.push(record)
         log.error("database unavailable (%s): inbound %s spooled to %s", type(exc).__name__,
                   sid, where)
         return twiml([checkins.text_for_holding()])
     log.info("inbound sms %s from %s: %d repl%s%s", sid, mask_phone(from_), len(result.replies),
              "y" if len(result.replies) == 1 else "ies",
              f" ({result.reason})" if result.reason else "")
+    if current_app.config.get("REDIS_URL") and not result.duplicate:
+        # On-call texts of an alert this text raised go out now, not at the next beat.
+        jobs.send_task("tasks.send_now", config=current_app.config)
     return twiml(result.replies)
 
 
@@ -103,6 +116,10 @@ def sms():
 def status():
     verify_signature()
     form = request.form
+    if form.get("CallSid") and form.get("CallStatus") and not form.get("MessageSid"):
+        from service.twilio.voice import call_status  # imported here: voice imports this module
+
+        return call_status()
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
     state = form.get("MessageStatus") or form.get("SmsStatus") or ""
     if not sid or not state:
@@ -113,7 +130,16 @@ def status():
         error_code = int(code) if code else None
     except ValueError:
         error_code = None
-    with get_db().transaction() as session:
-        delivery.record_status(session, sid=sid, status=state, error_code=error_code,
-                               now=datetime.now(UTC))
+    for attempt in range(3):
+        try:
+            with get_db().transaction() as session:
+                delivery.record_status(session, sid=sid, status=state, error_code=error_code,
+                                       now=clock.now())
+            break
+        except IntegrityError:
+            # The sender recorded this message while we did (a callback that came quickly):
+            # the next attempt finds its row. Twilio does not retry a callback we fail.
+            if attempt == 2:
+                raise
+            time.sleep(0.01 * (attempt + 1))
     return Response("", status=204)

@@ -1,0 +1,269 @@
+"""The Twilio sender through the real `twilio` client over a fake HTTP client (requests, results,
+error classification, the look-up before a resend), and `outbox.send_one` with it and with the
+dry-run sender: the row states of sent, retry, failed, unknown and skipped sends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service import checkins, outbox
+from service.senders import (
+    DryRunSender,
+    SendError,
+    SendResult,
+    TwilioSender,
+    sender_from_config,
+)
+from service.store.models import Clinic, Message, Outbox, Patient
+from tests.service.fake_twilio_http import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    MESSAGES_URI,
+    Fail,
+    FakeTwilio,
+    Timeout,
+)
+from tests.service.sms_helpers import rows
+
+CLINIC_NUMBER = "+16175550100"
+PATIENT = "+16175550142"
+CALLBACK = "https://triage.example.org/twilio/status"
+NOW = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def fake() -> FakeTwilio:
+    return FakeTwilio()
+
+
+@pytest.fixture
+def sender(fake) -> TwilioSender:
+    return TwilioSender(ACCOUNT_SID, AUTH_TOKEN, from_number=CLINIC_NUMBER, http_client=fake)
+
+
+# ---- the sender on its own ------------------------------------------------------------------
+
+
+def test_send_posts_to_the_messages_list_with_auth_and_status_callback(fake, sender):
+    result = sender.send(to=PATIENT, from_=None, body="Hello from the clinic",
+                         status_callback=CALLBACK)
+
+    (request,) = fake.requests
+    assert (request.method, request.uri) == ("POST", MESSAGES_URI)
+    assert request.auth == (ACCOUNT_SID, AUTH_TOKEN)
+    assert request.data == {"To": PATIENT, "From": CLINIC_NUMBER, "Body": "Hello from the clinic",
+                            "StatusCallback": CALLBACK}
+    (held,) = fake.messages
+    assert result == SendResult(held["sid"], "queued")
+    assert result.sid.startswith("SM")
+
+
+def test_the_rows_from_number_wins_and_no_callback_means_no_field(fake, sender):
+    sender.send(to=PATIENT, from_="+16175550101", body="Hi", status_callback=None)
+    assert fake.requests[0].data == {"To": PATIENT, "From": "+16175550101", "Body": "Hi"}
+
+
+def test_a_messaging_service_sends_without_a_from_number(fake):
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, messaging_service_sid="MG" + "2" * 32,
+                          http_client=fake)
+    result = sender.send(to=PATIENT, from_=None, body="Hi", status_callback=CALLBACK)
+    assert fake.requests[0].data == {"To": PATIENT, "MessagingServiceSid": "MG" + "2" * 32,
+                                     "Body": "Hi", "StatusCallback": CALLBACK}
+    assert result.status == "accepted"
+
+
+# (answer, code, http status, transient, unknown)
+ERRORS = [
+    pytest.param(Fail(429, 20429, "Too Many Requests"), 20429, 429, True, False, id="429"),
+    pytest.param(Fail(500, 20500, "Internal Server Error"), 20500, 500, True, False, id="500"),
+    pytest.param(Fail(503, None, "Service Unavailable"), 503, 503, True, False, id="503"),
+    pytest.param(Fail(400, 21610, "Attempt to send to unsubscribed recipient"), 21610, 400,
+                 False, False, id="21610-opted-out"),
+    pytest.param(Fail(400, 21211, "Invalid 'To' Phone Number"), 21211, 400, False, False,
+                 id="21211-invalid-number"),
+    pytest.param(Fail(401, 20003, "Authenticate"), 20003, 401, False, False, id="401-bad-auth"),
+    pytest.param(Timeout(after_send=True), None, None, True, True, id="read-timeout"),
+    pytest.param(Timeout(after_send=False), None, None, True, True, id="connect-timeout"),
+]
+
+
+@pytest.mark.parametrize("answer, code, http_status, transient, unknown", ERRORS)
+def test_errors_are_classified(fake, sender, answer, code, http_status, transient, unknown):
+    fake.answers.append(answer)
+    with pytest.raises(SendError) as caught:
+        sender.send(to=PATIENT, from_=None, body="Hi", status_callback=CALLBACK)
+    error = caught.value
+    assert (error.code, error.http_status, error.transient, error.unknown) == (
+        code, http_status, transient, unknown)
+    assert PATIENT not in str(error)  # error texts reach logs and rows
+
+
+def test_find_sent_looks_in_twilios_list_for_that_number_since_then(fake, sender):
+    since = NOW - timedelta(minutes=1)
+    fake.add_message(to=PATIENT, from_=CLINIC_NUMBER, body="Old text", sent=NOW - timedelta(days=2))
+    fake.add_message(to="+16175550143", from_=CLINIC_NUMBER, body="Your check-in", sent=NOW)
+    wanted = fake.add_message(to=PATIENT, from_=CLINIC_NUMBER, body="Your check-in", sent=NOW)
+    fake.add_message(to=PATIENT, from_="+16175550101", body="Your check-in", sent=NOW)
+
+    found = sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Your check-in", since=since)
+
+    assert found == wanted["sid"]
+    (request,) = fake.requests
+    assert (request.method, request.uri) == ("GET", MESSAGES_URI)
+    assert request.params["To"] == PATIENT
+    assert request.params["DateSent>"] == "2025-03-03T14:59:00Z"
+    assert sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Old text", since=since) is None
+    assert sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Other", since=since) is None
+
+
+def test_find_sent_that_cannot_ask_twilio_is_an_unknown_error(fake, sender):
+    fake.list_answers.append(Fail(500, 20500, "Internal Server Error"))
+    with pytest.raises(SendError) as caught:
+        sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Hi", since=NOW)
+    assert caught.value.unknown and caught.value.transient
+
+
+def test_sender_from_config_needs_both_credentials():
+    assert isinstance(sender_from_config({}), DryRunSender)
+    assert isinstance(sender_from_config({"TWILIO_ACCOUNT_SID": ACCOUNT_SID}), DryRunSender)
+    chosen = sender_from_config({"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": "t",
+                                 "TWILIO_FROM_NUMBER": CLINIC_NUMBER})
+    assert isinstance(chosen, TwilioSender) and chosen.from_number == CLINIC_NUMBER
+
+
+def test_dry_run_sender_sends_nothing_and_says_delivered():
+    result = DryRunSender().send(to=PATIENT, from_=CLINIC_NUMBER, body="Hi", status_callback=None)
+    assert result.sid.startswith("DR") and result.status == "delivered"
+    assert DryRunSender().find_sent(to=PATIENT, from_=None, body="Hi", since=NOW) is None
+
+
+# ---- outbox.send_one: the row states ------------------------------------------------------
+
+
+@pytest.fixture
+def queued(db, make_clinic) -> Outbox:
+    """The consent text of a newly enrolled patient, due now."""
+    clinic = make_clinic(name="Back Clinic", numbers=[CLINIC_NUMBER])
+    with db.transaction() as session:
+        checkins.enroll_patient(session, session.get(Clinic, clinic.id), phone=PATIENT, now=NOW)
+    (row,) = rows(db, Outbox)
+    assert (row.status, row.not_before, row.from_number) == ("pending", NOW, CLINIC_NUMBER)
+    return row
+
+
+def the_row(db, row_id: int) -> Outbox:
+    return rows(db, Outbox, Outbox.id == row_id)[0]
+
+
+def sent_messages(db) -> list[Message]:
+    return rows(db, Message, Message.direction == "out")
+
+
+def the_patient(db) -> Patient:
+    return rows(db, Patient)[0]
+
+
+def test_send_one_with_the_dry_run_sender(db, queued):
+    outcome = outbox.send_one(db, queued.id, DryRunSender(), NOW)
+
+    assert outcome.status == "sent"
+    row = the_row(db, queued.id)
+    assert (row.status, row.attempts, row.twilio_sid, row.sent_at) == (
+        "sent", 1, outcome.detail, NOW)
+    (message,) = sent_messages(db)
+    assert (message.twilio_sid, message.body, message.to_number, message.status) == (
+        outcome.detail, queued.body, PATIENT, "delivered")
+    assert outbox.send_one(db, queued.id, DryRunSender(), NOW).status == "skipped"
+    assert len(sent_messages(db)) == 1
+
+
+def test_send_one_through_twilio(db, queued, fake, sender):
+    outcome = outbox.send_one(db, queued.id, sender, NOW, status_callback=CALLBACK)
+
+    assert outcome.status == "sent"
+    (post,) = fake.posts
+    assert post.data == {"To": PATIENT, "From": CLINIC_NUMBER, "Body": queued.body,
+                         "StatusCallback": CALLBACK}
+    assert the_row(db, queued.id).twilio_sid == fake.messages[0]["sid"] == outcome.detail
+    (message,) = sent_messages(db)
+    assert (message.twilio_sid, message.status) == (outcome.detail, "queued")
+
+
+@pytest.mark.parametrize("answer", [Fail(429, 20429), Fail(500, 20500)], ids=["429", "500"])
+def test_a_transient_error_leaves_the_row_to_be_tried_again(db, queued, fake, sender, answer):
+    fake.answers.append(answer)
+    outcome = outbox.send_one(db, queued.id, sender, NOW)
+
+    assert outcome.status == "retry"
+    row = the_row(db, queued.id)
+    assert (row.status, row.attempts, row.claimed_until, row.twilio_sid) == (
+        "pending", 1, None, None)
+    assert str(answer.status) in row.last_error
+    assert sent_messages(db) == []
+
+    later = NOW + timedelta(hours=1)  # past any backoff
+    assert outbox.send_one(db, queued.id, sender, later).status == "sent"
+    assert [r.method for r in fake.requests] == ["POST", "POST"]
+    row = the_row(db, queued.id)
+    assert (row.status, row.attempts, row.last_error) == ("sent", 2, None)
+    assert len(sent_messages(db)) == 1 and len(fake.messages) == 1
+
+
+def test_21610_fails_the_row_and_records_the_opt_out(db, queued, fake, sender):
+    fake.answers.append(Fail(400, 21610, "Attempt to send to unsubscribed recipient"))
+    outcome = outbox.send_one(db, queued.id, sender, NOW)
+
+    assert (outcome.status, outcome.code) == ("failed", 21610)
+    assert the_row(db, queued.id).status == "failed"
+    patient = the_patient(db)
+    assert patient.opted_out and patient.opted_out_at == NOW
+    assert sent_messages(db) == []
+
+
+def test_21211_fails_the_row_and_marks_the_number_invalid(db, queued, fake, sender):
+    fake.answers.append(Fail(400, 21211, "Invalid 'To' Phone Number"))
+    assert outbox.send_one(db, queued.id, sender, NOW).status == "failed"
+    assert the_row(db, queued.id).status == "failed"
+    assert the_patient(db).number_invalid
+
+
+@pytest.mark.parametrize("reached_twilio", [True, False], ids=["it-went-out", "it-did-not"])
+def test_an_unknown_result_is_looked_up_before_any_resend(db, queued, fake, sender,
+                                                          reached_twilio):
+    fake.answers.append(Timeout(after_send=reached_twilio))
+    outcome = outbox.send_one(db, queued.id, sender, NOW)
+
+    assert outcome.status == "unknown"
+    row = the_row(db, queued.id)
+    assert (row.status, row.attempts) == ("unknown", 1)
+    assert row.claimed_until == NOW + outbox.LEASE
+    assert outbox.send_one(db, queued.id, sender, NOW + timedelta(seconds=30)).status == "skipped"
+
+    outcome = outbox.send_one(db, queued.id, sender, NOW + outbox.LEASE + timedelta(seconds=1))
+
+    assert outcome.status == "sent"
+    assert [r.method for r in fake.requests] == (
+        ["POST", "GET"] if reached_twilio else ["POST", "GET", "POST"])
+    assert len(fake.messages) == 1  # the patient got it once
+    row = the_row(db, queued.id)
+    assert (row.status, row.twilio_sid) == ("sent", fake.messages[0]["sid"])
+    (message,) = sent_messages(db)
+    assert message.twilio_sid == fake.messages[0]["sid"]
+
+
+def test_rows_of_an_opted_out_patient_are_cancelled_not_sent(db, queued, fake, sender):
+    with db.transaction() as session:
+        session.get(Patient, queued.patient_id).opted_out = True
+    assert outbox.send_one(db, queued.id, sender, NOW).status == "skipped"
+    assert the_row(db, queued.id).status == "cancelled"
+    assert fake.requests == []
+
+
+def test_a_row_held_for_quiet_hours_is_not_sent_early(db, queued, fake, sender):
+    with db.transaction() as session:
+        session.get(Outbox, queued.id).not_before = NOW + timedelta(hours=9)
+    assert outbox.send_one(db, queued.id, sender, NOW).status == "skipped"
+    assert the_row(db, queued.id).status == "pending"
+    assert fake.requests == []
