@@ -164,7 +164,10 @@ def _text(flow: Flow, node: Node, state: Mapping) -> str:
 
 
 def _message(key: str, state: Mapping, **extra) -> str:
-    return render(messages().get(key, state["lang"]), state["context"], state["lang"], **extra)
+    catalogue = messages()
+    if state.get("channel") == "voice" and f"voice.{key}" in catalogue.texts:
+        key = f"voice.{key}"  # the variant written for the ear, where the catalogue has one
+    return render(catalogue.get(key, state["lang"]), state["context"], state["lang"], **extra)
 
 
 def _enter(flow: Flow, state: dict, node_id: str, now: datetime, actions: list) -> None:

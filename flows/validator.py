@@ -11,26 +11,30 @@ from flows.triage import ANSWER_FIELDS, FOLLOWUP_FIELDS
 
 PARSE_KINDS = frozenset({"yes_no", "pain_score", "duration", "age", "status"})
 END_KINDS = {"assess": ANSWER_FIELDS, "assess_followup": FOLLOWUP_FIELDS}
-TEMPLATE_VARS = frozenset({"clinic", "emergency", "clinic_phone", "date", "link"})
+# `answer` and `days` are read back to a caller for confirmation ("You pressed 1 0.").
+TEMPLATE_VARS = frozenset({"clinic", "emergency", "clinic_phone", "date", "link", "answer", "days"})
 
 # SMS segment budgets per language (CLINICAL.md §7): Spanish accents force UCS-2.
 BUDGETS = {
     "question": {"en": 2, "es": 3},
     "opening": {"en": 4, "es": 4},
     "advice": {"en": 4, "es": 4},
+    "voice": {"en": None, "es": None},  # spoken on a call, never texted: no SMS segments
 }
 MAX_GRADE = 6.0
 
 # The longest values a template variable may take, so budgets hold for every clinic.
 WORST_CASE = {
     "en": {"clinic": "C" * 40, "emergency": "+44 20 7946 00", "clinic_phone": "+1 555 555 0100",
-           "date": "Wednesday, September 30", "link": "https://" + "x" * 72},
+           "date": "Wednesday, September 30", "link": "https://" + "x" * 72,
+           "answer": "1 2 0", "days": "120"},
     "es": {"clinic": "C" * 40, "emergency": "+44 20 7946 00", "clinic_phone": "+1 555 555 0100",
-           "date": "miércoles 30 de septiembre", "link": "https://" + "x" * 72},
+           "date": "miércoles 30 de septiembre", "link": "https://" + "x" * 72,
+           "answer": "1 2 0", "days": "120"},
 }
 # Plain values for measuring reading grade (a long made-up name would skew the syllable count).
 PLAIN = {"clinic": "Elm Clinic", "emergency": "911", "clinic_phone": "555 0100",
-         "date": "May 2", "link": "the link"}
+         "date": "May 2", "link": "the link", "answer": "1 0", "days": "14"}
 
 
 def template_vars(text: str) -> set[str]:
@@ -48,9 +52,8 @@ def check_text(flow: str, node: str | None, lang: str, text: str, budget: str) -
     if unknown:
         raise FlowError(flow, node, f"text '{lang}' uses unknown variable(s) {sorted(unknown)}")
     limit = BUDGETS[budget][lang]
-    worst = text.format_map(WORST_CASE[lang])
-    seg = count_segments(worst)
-    if seg.count > limit:
+    seg = count_segments(text.format_map(WORST_CASE[lang]))
+    if limit is not None and seg.count > limit:
         raise FlowError(flow, node, f"text '{lang}' is {seg.count} SMS segments ({seg.encoding}, "
                         f"{seg.units} units with the longest clinic name), budget is {limit}")
     if lang == "en":
@@ -112,31 +115,31 @@ def _validate_texts(name: str, flow: Flow, node: Node) -> None:
     for lang in flow.languages:
         check_text(name, node.id, lang, node.text[lang], budget)
         if node.voice:
-            if lang not in node.voice:
+            if not node.voice.get(lang):
                 raise FlowError(name, node.id, f"missing '{lang}' translation of the voice text")
-            if lang == "en" and reading_grade(node.voice[lang].format_map(PLAIN)) > MAX_GRADE:
-                raise FlowError(name, node.id, "English voice text reads above grade 6")
+            unknown = template_vars(node.voice[lang]) - TEMPLATE_VARS
+            if unknown:
+                raise FlowError(name, node.id, f"voice text '{lang}' uses unknown variable(s) "
+                                f"{sorted(unknown)}")
+            grade = reading_grade(node.voice[lang].format_map(PLAIN)) if lang == "en" else 0.0
+            if grade > MAX_GRADE:
+                raise FlowError(name, node.id, f"English voice text reads at grade {grade:.1f}, "
+                                f"above {MAX_GRADE:g}")
 
 
 def _check_reachable(name: str, flow: Flow) -> None:
-    seen, todo = set(), [flow.start]
-    while todo:
-        node_id = todo.pop()
-        if node_id in seen:
-            continue
-        seen.add(node_id)
-        nxt = flow.nodes[node_id].next
-        if nxt:
-            todo.append(nxt)
+    # Every path must terminate: following 'next' from the start must reach an end node. Checked
+    # first, so a loop is reported as a loop rather than as the end node it cuts off.
+    node, seen = flow.nodes[flow.start], set()
+    while node.kind != "end":
+        if node.id in seen:
+            raise FlowError(name, node.id, "loops forever: no path from it reaches an end node")
+        seen.add(node.id)
+        node = flow.nodes[node.next]
+    seen.add(node.id)
     unreachable = [n for n in flow.nodes if n not in seen]
     if unreachable:
         raise FlowError(name, unreachable[0], "unreachable from the start node")
-    # Every path must terminate: following 'next' from the start must reach an end node.
-    node, steps = flow.nodes[flow.start], 0
-    while node.kind != "end":
-        node, steps = flow.nodes[node.next], steps + 1
-        if steps > len(flow.nodes):
-            raise FlowError(name, node.id, "loops forever: no path reaches an end node")
 
 
 def validate_messages(messages: Messages, *, check_texts: bool = True) -> Messages:

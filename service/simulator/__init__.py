@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from flask import Blueprint, Flask, abort, current_app, jsonify, render_template, request
 
+from service import clock
 from service.phones import normalize_phone
 from service.store import get_db
 from service.store.models import Clinic, ClinicNumber, Message, Outbox, Patient
@@ -51,7 +51,7 @@ def send():
         return _bad(str(exc))
     body = str(data.get("body", ""))[:1600]
     result = run_inbound(get_db(), to=to, from_=frm, body=body,
-                         sid="SIM" + uuid.uuid4().hex, now=datetime.now(UTC))
+                         sid="SIM" + uuid.uuid4().hex, now=clock.now())
     return jsonify({"replies": result.replies, "reason": result.reason})
 
 
@@ -83,3 +83,6 @@ def messages():
             "pending": [{"body": o.body, "not_before": o.not_before.isoformat(), "kind": o.kind}
                         for o in pending],
         })
+
+
+from service.simulator import voice as _voice  # noqa: E402,F401  (adds the call routes to bp)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from service.twilio.webhooks import bp, init_app
+from flask import Flask
+
+from service.twilio import voice, webhooks
+from service.twilio.webhooks import bp
 
 __all__ = ["bp", "init_app"]
+
+
+def init_app(app: Flask) -> None:
+    webhooks.init_app(app)
+    voice.init_app(app)
