@@ -9,7 +9,7 @@ from flask import Flask
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Configuration from the environment, then `test_config` on top; nothing connects yet."""
-    from service import health, simulator, store, twilio
+    from service import api, dashboard, health, operations, simulator, store, twilio
     from service.config import load_config
     from service.logging import configure_logging
 
@@ -21,6 +21,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     store.init_app(app)
     health.init_app(app)
+    operations.init_app(app)
     twilio.init_app(app)
     simulator.init_app(app)
+    api.init_app(app)
+    dashboard.init_app(app)
     return app

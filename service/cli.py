@@ -17,6 +17,26 @@ def main() -> None:
     """Back-pain check-ins: configure with DATABASE_URL, TWILIO_*, SECRET_KEY, ..."""
 
 
+# No app context: the terminal check-in runs the pure flow and needs no database or app.
+@main.command("chat", with_appcontext=False)
+@click.option("--lang", type=click.Choice(["en", "es"]), default="en", show_default=True)
+@click.option("--followup", is_flag=True, help="The 4-6-week follow-up check instead of the intake.")
+@click.option("--baseline", type=click.IntRange(0, 10), help="Follow-up: the intake's pain score.")
+@click.option("--final", is_flag=True, help="Follow-up: this is the final (day 42) check.")
+@click.option("--cancer-history", is_flag=True, help="Follow-up: the intake's cancer answer was yes.")
+def chat(lang: str, followup: bool, baseline: int | None, final: bool,
+         cancer_history: bool) -> None:
+    """Talk to the real check-in flow in this terminal, as a patient would by SMS."""
+    from service.chat import run_chat
+
+    if not followup and (baseline is not None or final or cancer_history):
+        raise click.UsageError("--baseline, --final and --cancer-history need --followup")
+    level = run_chat(lang=lang, followup=followup, baseline=baseline, final=final,
+                     cancer_history=cancer_history, write=click.echo)
+    if level is None:
+        raise click.exceptions.Exit(1)  # ended before an outcome
+
+
 @main.group()
 def db() -> None:
     """The database schema."""
@@ -110,3 +130,176 @@ def clinic_list() -> None:
     for each in clinics:
         numbers = ",".join(number.phone_e164 for number in each.numbers)
         click.echo(f"{each.id}\t{each.name}\t{each.timezone}\t{numbers}")
+
+
+@main.command("enroll")
+@click.option("--clinic", "clinic_id", type=int, required=True, help="The clinic's id.")
+@click.option("--phone", required=True, help="The patient's mobile, e.g. +1 617 555 0142.")
+@click.option("--name", help="For staff only; never put in a text.")
+@click.option("--dob", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Date of birth, YYYY-MM-DD (the age question is then not asked).")
+@click.option("--language", type=click.Choice(["en", "es"]), default="en", show_default=True)
+@click.option("--timezone", help="IANA name like America/Chicago; default: the clinic's.")
+@click.option("--calls-allowed", is_flag=True, help="The patient agreed to voice calls.")
+@click.option("--region", default="US", show_default=True, help="For numbers without +country.")
+def enroll(clinic_id: int, phone: str, name: str | None, dob, language: str,
+           timezone: str | None, calls_allowed: bool, region: str) -> None:
+    """Enroll a patient and queue the consent text (no health question before YES); prints
+    the patient's id."""
+    import zoneinfo
+    from datetime import date
+
+    from service import audit, checkins, clock
+    from service.phones import normalize_phone
+    from service.store.models import Clinic
+
+    now = clock.now()
+    born = dob.date() if dob else None
+    if born is not None and not date(1900, 1, 1) <= born <= now.date():
+        raise click.BadParameter("must be between 1900-01-01 and today", param_hint="--dob")
+    if timezone is not None and timezone not in zoneinfo.available_timezones():
+        raise click.BadParameter(f"{timezone!r} is not an IANA timezone like America/New_York",
+                                 param_hint="--timezone")
+    try:
+        number = normalize_phone(phone, region)
+        with get_db().transaction() as session:
+            clinic_row = session.get(Clinic, clinic_id)
+            if clinic_row is None:
+                raise click.ClickException(
+                    f"no clinic with id {clinic_id} (see: triage clinic list)")
+            patient = checkins.enroll_patient(
+                session, clinic_row, phone=number, now=now, name=name, date_of_birth=born,
+                language=language, timezone=timezone, calls_allowed=calls_allowed)
+            audit.record(session, clinic_id=clinic_row.id, patient_id=patient.id,
+                         action="patient_enrolled", actor_type="system", actor_id="cli", now=now)
+    except (ValueError, checkins.CheckInError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(patient.id)
+
+
+@main.command("followups")
+@click.option("--show", type=click.Choice(["due", "pending", "failed"]), default="due",
+              show_default=True, help="Which follow-ups to list under the counts.")
+@click.option("--limit", type=click.IntRange(0, 10000), default=50, show_default=True)
+def followups_command(show: str, limit: int) -> None:
+    """Follow-ups due now, pending (scheduled later), failed (paused, or a text failed)."""
+    from service import clock
+    from service.followups import report
+
+    now = clock.now()
+    with get_db().transaction() as session:
+        out = report(session, now, show=show, limit=limit)
+        rows = [(f.id, f.patient_id, f.episode_id, f.kind, f.status, f.due_at, f.attempts)
+                for f in out.rows]
+    click.echo(f"due {out.due}\tpending {out.pending}\tfailed {out.failed}\t"
+               f"oldest_due_seconds {int(out.oldest_due_seconds)}\t"
+               f"outbox_due {out.outbox_due}\toutbox_failed {out.outbox_failed}")
+    if rows:
+        click.echo("id\tpatient\tepisode\tkind\tstatus\tdue_at\tattempts")
+    for fid, patient, episode, kind, status, due_at, attempts in rows:
+        click.echo(f"{fid}\t{patient}\t{episode}\t{kind}\t{status}\t"
+                   f"{due_at.isoformat(timespec='minutes')}\t{attempts}")
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens of the clinic JSON API (/api/v1)."""
+
+
+@token.command("create")
+@click.option("--clinic", "clinic_id", type=int, required=True, help="The clinic's id.")
+@click.option("--name", required=True, help="Which system uses it, e.g. 'EHR sync'.")
+@click.option("--read-only", is_flag=True, help="May read but not enroll, change or erase.")
+def token_create(clinic_id: int, name: str, read_only: bool) -> None:
+    """Create a token; it is printed once and only its hash is kept."""
+    from datetime import UTC, datetime
+
+    from service.api_tokens import create_token
+
+    try:
+        with get_db().transaction() as session:
+            row, secret = create_token(session, clinic_id=clinic_id, name=name,
+                                       read_only=read_only, now=datetime.now(UTC))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"token {row.id} for clinic {clinic_id} (shown once, keep it secret):", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+@click.option("--clinic", "clinic_id", type=int, help="Only this clinic's tokens.")
+def token_list(clinic_id: int | None) -> None:
+    """One line per token: id, clinic, name, read-only, created, revoked."""
+    from service.api_tokens import list_tokens
+
+    with get_db().transaction() as session:
+        rows = list_tokens(session, clinic_id)
+    for row in rows:
+        click.echo(f"{row.id}\t{row.clinic_id}\t{row.name}\t"
+                   f"{'read-only' if row.read_only else 'read-write'}\t"
+                   f"{row.created_at:%Y-%m-%d}\t"
+                   f"{'revoked ' + format(row.revoked_at, '%Y-%m-%d') if row.revoked_at else ''}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke a token: requests with it get 401 from now on."""
+    from datetime import UTC, datetime
+
+    from service.api_tokens import revoke_token
+
+    try:
+        with get_db().transaction() as session:
+            revoke_token(session, token_id, datetime.now(UTC))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"token {token_id} revoked")
+
+
+@main.group()
+def staff() -> None:
+    """Dashboard staff accounts."""
+
+
+@staff.command("create")
+@click.option("--clinic", "clinic_id", type=int, required=True, help="The clinic's id.")
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(["clinician", "admin"]), default="clinician",
+              show_default=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="Prompted for when not given (better: it stays out of shell history).")
+def staff_create(clinic_id: int, email: str, role: str, password: str) -> None:
+    """Create a staff login for the dashboard; prints its id."""
+    from service import clock
+    from service.staff import StaffError, create_staff
+
+    try:
+        with get_db().transaction() as session:
+            created = create_staff(session, clinic_id=clinic_id, email=email, password=password,
+                                   role=role, now=clock.now(), actor_id="cli")
+    except StaffError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(created.id)
+
+
+@main.group()
+def demo() -> None:
+    """A demo clinic for a first try (development only)."""
+
+
+@demo.command("seed")
+def demo_seed() -> None:
+    """Create (or find) "Demo Clinic" on +16175550100 and an admin login; prints the login."""
+    from service import clock
+    from service.demo import seed_demo
+
+    try:
+        with get_db().transaction() as session:
+            login = seed_demo(session, now=clock.now(),
+                              production=current_app.config["ENV"] == "production")
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Demo clinic {login.clinic_id} ({'created' if login.clinic_created else 'exists'})"
+               f" answers texts to {login.number}")
+    click.echo(f"Dashboard login: {login.email} / {login.password}  (development only)")

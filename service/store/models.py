@@ -316,6 +316,62 @@ class WebhookReceipt(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+CALL_DIRECTIONS = ("inbound", "outbound")
+CALL_PURPOSES = ("checkin", "reminder")
+# Where the phone conversation is: which prompt the caller's next key press or words answer.
+CALL_STAGES = ("pending", "language", "question", "confirm", "offer", "advice", "ended")
+
+
+class Call(Base):
+    """One phone call (voice check-in or reminder call): found by Twilio's CallSid, it holds
+    where the IVR is; the conversation itself is the check-in it points to. A reminder call
+    attempt that is yet to be placed is a row with status 'pending' and `not_before`."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        _one_of("direction", CALL_DIRECTIONS),
+        _one_of("purpose", CALL_PURPOSES),
+        _one_of("stage", CALL_STAGES),
+        sa.Index("ix_calls_patient_id", "patient_id"),
+        sa.Index("ix_calls_checkin_id", "checkin_id"),
+        sa.Index("ix_calls_not_before_pending", "not_before", **_where("status = 'pending'")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(sa.ForeignKey("clinics.id"))
+    patient_id: Mapped[int | None] = mapped_column(sa.ForeignKey("patients.id"))
+    checkin_id: Mapped[int | None] = mapped_column(sa.ForeignKey("checkins.id"))
+    followup_id: Mapped[int | None] = mapped_column(sa.ForeignKey("followups.id"))
+    call_sid: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    direction: Mapped[str] = mapped_column(sa.String(8))
+    purpose: Mapped[str] = mapped_column(sa.String(16), default="checkin")
+    from_number: Mapped[str] = mapped_column(sa.String(20))
+    to_number: Mapped[str] = mapped_column(sa.String(20))
+    # Not constrained: Twilio's call statuses plus our pending / placing / unknown / cancelled.
+    status: Mapped[str] = mapped_column(sa.String(24))
+    answered_by: Mapped[str | None] = mapped_column(sa.String(32))
+    attempt: Mapped[int] = mapped_column(default=1)  # 1..3 for reminder calls
+    not_before: Mapped[datetime | None]
+    claimed_until: Mapped[datetime | None]
+    stage: Mapped[str] = mapped_column(sa.String(16), default="language")
+    language: Mapped[str] = mapped_column(sa.String(8), default="en")
+    turn: Mapped[int] = mapped_column(default=0)  # numbers the prompts; stale answers are seen
+    silences: Mapped[int] = mapped_column(default=0)  # prompts in a row with no input at all
+    node: Mapped[str | None] = mapped_column(sa.String(64))  # the question being asked
+    pending: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)  # awaiting "1 if right"
+    last_reply: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    duration_s: Mapped[int | None]
+    error_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    ended_at: Mapped[datetime | None]
+
+    patient: Mapped[Patient | None] = relationship()
+    checkin: Mapped[CheckIn | None] = relationship()
+    followup: Mapped[FollowUp | None] = relationship()
+
+
 class Outbox(Base):
     """A message to send, written in the same transaction as the change that caused it."""
 
@@ -464,7 +520,22 @@ class ApiToken(Base):
     clinic_id: Mapped[int] = mapped_column(sa.ForeignKey("clinics.id"), index=True)
     name: Mapped[str] = mapped_column(sa.String(100))
     token_hash: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    # A read-only token may read but not enroll, change or erase (403).
+    read_only: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
 
     clinic: Mapped[Clinic] = relationship()
+
+
+class LoginAttempt(Base):
+    """A dashboard login attempt: failed ones from one address count towards its limit."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (sa.Index("ix_login_attempts_ip_at", "ip", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    ip: Mapped[str] = mapped_column(sa.String(64))
+    email: Mapped[str | None] = mapped_column(sa.String(255))
+    succeeded: Mapped[bool] = mapped_column(default=False)

@@ -1,0 +1,115 @@
+"""Fuzzing POST /twilio/sms with random form fields, signed and unsigned: the webhook never
+answers 500, an unsigned or wrongly signed request always gets 403, and a signed one gets
+TwiML (or 400 when MessageSid, From or To is missing)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from twilio.request_validator import RequestValidator
+
+from service import checkins
+from tests.api.conftest import NOW, Patients
+
+AUTH_TOKEN = "fuzz-twilio-auth-token"
+PUBLIC_BASE_URL = "https://triage.example.org"
+URL = PUBLIC_BASE_URL + "/twilio/sms"
+CLINIC_NUMBER = "+16175550400"
+PATIENTS = ["+16175550401", "+16175550402", "+16175550403"]  # consent pending, mid-intake, out
+
+# Any text, and text made of the characters that trouble storage (NUL, long, non-ASCII).
+text = st.one_of(st.text(st.characters(exclude_categories=("Cs",)), max_size=60),
+                 st.text(st.sampled_from("\x00a1+ \u00e9\U0001f600\n"), max_size=80))
+phone = st.one_of(st.sampled_from([*PATIENTS, CLINIC_NUMBER, "+16175550499",
+                                   "(617) 555-0402", "+15551234567", ""]), text)
+body = st.one_of(st.sampled_from(["YES", "no", "STOP", "start", "HELP", "PAIN", "7",
+                                  "3 weeks", "not sure", "stop texting me", "ALTO", ""]),
+                 text, st.text(max_size=2000))
+twilio_sid = st.from_regex(r"\ASM[0-9a-f]{32}\Z")
+sid = st.one_of(twilio_sid, text, st.text(min_size=60, max_size=70))
+twilio_fields = st.fixed_dictionaries(
+    {},
+    optional={"MessageSid": sid, "SmsSid": sid, "From": phone, "To": phone, "Body": body,
+              "OptOutType": st.sampled_from(["STOP", "START", "HELP", "", "x"]),
+              "NumMedia": st.sampled_from(["0", "1", "-1", "x"]), "AccountSid": text})
+form = st.builds(lambda known, extra: {**extra, **known}, twilio_fields,
+                 st.dictionaries(text, text, max_size=4))
+# Mostly well-formed: the clinic's number, a known patient, a real-looking SID (or not).
+signed_form = st.builds(lambda f, to, frm, s: {**f, "To": to, "From": frm, "MessageSid": s},
+                        form, st.sampled_from([CLINIC_NUMBER, "+16175550499"]),
+                        st.sampled_from(PATIENTS), st.one_of(twilio_sid, twilio_sid, sid))
+
+# No shrinking: a failure is reported as found, so a broken webhook fails in seconds, not
+# minutes (shrinking against a database that keeps every earlier example's rows is slow).
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+                phases=(Phase.explicit, Phase.generate),
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture
+def sms_app(make_app, db):
+    app = make_app(TWILIO_AUTH_TOKEN=AUTH_TOKEN, PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+                   LOG_LEVEL="WARNING")
+    from service.clinics import create_clinic
+    from service.store import get_db
+
+    database = get_db(app)
+    with database.transaction() as session:
+        clinic = create_clinic(session, name="Fuzz Clinic", numbers=[CLINIC_NUMBER])
+        for number in PATIENTS:
+            checkins.enroll_patient(session, clinic, phone=number, now=NOW)
+    driver = Patients(database)
+    driver.text(clinic, PATIENTS[1], "YES")
+    driver.text(clinic, PATIENTS[2], "STOP")
+    return app
+
+
+def _sign(fields: dict[str, str], token: str = AUTH_TOKEN, url: str = URL) -> str:
+    return RequestValidator(token).compute_signature(url, fields)
+
+
+def _post(app, fields, signature: str | None):
+    headers = {} if signature is None else {"X-Twilio-Signature": signature}
+    return app.test_client().post("/twilio/sms", data=fields, headers=headers)
+
+
+def _assert_twiml(response) -> None:
+    assert response.mimetype == "text/xml"
+    root = ET.fromstring(response.get_data())
+    assert root.tag == "Response"
+    assert all(child.tag == "Message" for child in root)
+
+
+@FUZZ
+@given(fields=st.one_of(form, signed_form))
+def test_signed_requests_never_fail(sms_app, fields):
+    response = _post(sms_app, fields, _sign(fields))
+    assert response.status_code in (200, 400), response.get_data(as_text=True)
+    if response.status_code == 200:
+        _assert_twiml(response)
+    else:
+        given_sid = fields.get("MessageSid") or fields.get("SmsSid") or ""
+        assert not (fields.get("To") and fields.get("From") and given_sid) or \
+            len(given_sid) > 64 or "\x00" in given_sid
+
+
+@FUZZ
+@given(fields=st.one_of(form, signed_form),
+       how=st.sampled_from(["none", "empty", "garbage", "other_token", "other_url",
+                            "tampered"]),
+       garbage=text)
+def test_unsigned_or_badly_signed_requests_are_always_403(sms_app, fields, how, garbage):
+    signature = {
+        "none": None,
+        "empty": "",
+        "garbage": garbage,
+        "other_token": _sign(fields, token="not-the-token"),
+        "other_url": _sign(fields, url="https://elsewhere.example.org/twilio/sms"),
+        "tampered": _sign({**fields, "Body": fields.get("Body", "") + "!"}),
+    }[how]
+    response = _post(sms_app, fields, signature)
+    assert response.status_code == 403
