@@ -316,3 +316,31 @@ def test_claims_skip_rows_locked_by_another_claimer(worker, clock, phone, db):
     first_id = one(db, FollowUp, FollowUp.kind == "first").id
     assert run_task(worker.app, "tasks.start_followup", first_id) == "skipped"
     assert rows(db, CheckIn, CheckIn.kind == "followup") == []
+
+
+def test_one_beat_run_claims_more_than_one_batch_when_many_fall_due(worker, clock, clinic, db):
+    """After quiet hours a whole morning's follow-ups fall due at once: one beat run keeps
+    claiming full batches instead of leaving all but the first for later minutes."""
+    from service.store.models import Patient
+
+    due = followups.CLAIM_BATCH * 2 + 10
+    now = clock.local(2026, 6, 1, 10, 0)
+    with db.transaction() as session:
+        for i in range(due):
+            patient = Patient(clinic_id=clinic.id, phone_e164=f"+1617555{3000 + i:04d}",
+                              consent="given", created_at=now)
+            session.add(patient)
+            session.flush()
+            episode = Episode(clinic_id=clinic.id, patient_id=patient.id, status="open",
+                              opened_at=now - timedelta(days=28))
+            session.add(episode)
+            session.flush()
+            session.add(FollowUp(clinic_id=clinic.id, patient_id=patient.id,
+                                 episode_id=episode.id, kind="first", status="scheduled",
+                                 due_at=now - timedelta(minutes=1), created_at=now))
+    claimed = run_task(worker.app, "tasks.dispatch_due_followups", timeout=120)
+    assert claimed == due
+    with db.transaction() as session:
+        left = session.execute(sa.select(sa.func.count(FollowUp.id))
+                               .where(FollowUp.status == "scheduled")).scalar()
+    assert left == 0
