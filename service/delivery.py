@@ -23,8 +23,13 @@ FAILURES_BEFORE_ALERT = 3
 
 
 def record_status(session: Session, *, sid: str, status: str, error_code: int | None,
-                  now: datetime) -> bool:
-    """Applies one status callback; returns True if it changed anything."""
+                  now: datetime, to: str | None = None) -> bool:
+    """Applies one status callback; returns True if it changed anything.
+
+    A callback can beat the sender's own record of the SID (Twilio answers the send, then
+    calls back before our worker commits). Such a callback is matched by `to` to the outbox row
+    still in flight to that number (a number's texts are sent one at a time), not dropped.
+    """
     status = (status or "").lower()
     if status not in RANK:
         return False
@@ -32,6 +37,13 @@ def record_status(session: Session, *, sid: str, status: str, error_code: int | 
                               .with_for_update()).scalar_one_or_none()
     if message is None:
         row = session.execute(sa.select(Outbox).where(Outbox.twilio_sid == sid)).scalars().first()
+        if row is None and to:
+            row = session.execute(
+                sa.select(Outbox).where(Outbox.to_number == to, Outbox.twilio_sid.is_(None),
+                                        Outbox.status.in_(("sending", "unknown")))
+                .order_by(Outbox.id).limit(1).with_for_update()).scalars().first()
+            if row is not None:
+                row.twilio_sid = sid
         if row is None:
             return False
         message = Message(clinic_id=row.clinic_id, patient_id=row.patient_id,

@@ -134,7 +134,7 @@ def status():
         try:
             with get_db().transaction() as session:
                 delivery.record_status(session, sid=sid, status=state, error_code=error_code,
-                                       now=clock.now())
+                                       now=clock.now(), to=form.get("To"))
             break
         except IntegrityError:
             # The sender recorded this message while we did (a callback that came quickly):

@@ -978,9 +978,6 @@ def test_status_callback_without_sid_or_status_is_400(phone, db, missing):
     assert response.status_code == 400 and missing in response.get_data(as_text=True)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a status callback that arrives before "
-                   "send_one has recorded the SID finds no row and is dropped "
-                   "(service/delivery.py)")
 def test_a_status_callback_that_beats_the_send_record_is_not_lost(phone, clinic, db):
     enroll(db, clinic)
     (row,) = rows(db, Outbox)
