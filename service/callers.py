@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from service.senders import TRANSIENT_HTTP, SendError
+from service.senders import SendError, twilio_errors
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +74,11 @@ class TwilioCaller:
             self.client.api.base_url = api_base.rstrip("/")
 
     def call(self, *, to, from_, url, status_callback) -> PlacedCall:
-        from twilio.base.exceptions import TwilioException, TwilioRestException
-
-        try:
+        with twilio_errors():
             placed = self.client.calls.create(
                 to=to, from_=from_, url=url, method="POST", status_callback=status_callback,
                 status_callback_method="POST", status_callback_event=STATUS_EVENTS,
                 machine_detection=MACHINE_DETECTION, timeout=RING_SECONDS)
-        except TwilioRestException as exc:
-            raise SendError(f"twilio {exc.status} code={exc.code}", code=exc.code,
-                            http_status=exc.status, transient=exc.status in TRANSIENT_HTTP) from None
-        except TwilioException as exc:  # the request may have reached Twilio: look before retrying
-            raise SendError(f"twilio request failed: {type(exc).__name__}", transient=True,
-                            unknown=True) from None
-        except (OSError, TimeoutError) as exc:
-            raise SendError(f"connection error: {type(exc).__name__}", transient=True,
-                            unknown=True) from None
         return PlacedCall(placed.sid, placed.status or "queued")
 
     def find_placed(self, *, to, from_, since) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -43,6 +44,25 @@ class Sender(Protocol):
         """The SID of a message already sent with this body since `since`, if any."""
 
 
+@contextmanager
+def twilio_errors():
+    """Turns what the `twilio` client raises into SendError: an HTTP answer is transient or
+    permanent by status; anything else may have reached Twilio, so its result is unknown."""
+    from twilio.base.exceptions import TwilioException, TwilioRestException
+
+    try:
+        yield
+    except TwilioRestException as exc:
+        raise SendError(f"twilio {exc.status} code={exc.code}", code=exc.code,
+                        http_status=exc.status, transient=exc.status in TRANSIENT_HTTP) from None
+    except TwilioException as exc:  # the request may have reached Twilio: look before resending
+        raise SendError(f"twilio request failed: {type(exc).__name__}", transient=True,
+                        unknown=True) from None
+    except (OSError, TimeoutError) as exc:
+        raise SendError(f"connection error: {type(exc).__name__}", transient=True,
+                        unknown=True) from None
+
+
 class DryRunSender:
     """Used when no Twilio credentials are set: messages are recorded, nothing leaves."""
 
@@ -75,8 +95,6 @@ class TwilioSender:
             self.client.api.base_url = api_base.rstrip("/")
 
     def send(self, *, to, from_, body, status_callback) -> SendResult:
-        from twilio.base.exceptions import TwilioException, TwilioRestException
-
         kwargs = {"to": to, "body": body}
         if self.messaging_service_sid and not from_:
             kwargs["messaging_service_sid"] = self.messaging_service_sid
@@ -84,18 +102,8 @@ class TwilioSender:
             kwargs["from_"] = from_ or self.from_number
         if status_callback:
             kwargs["status_callback"] = status_callback
-        try:
+        with twilio_errors():
             msg = self.client.messages.create(**kwargs)
-        except TwilioRestException as exc:
-            transient = exc.status in TRANSIENT_HTTP
-            raise SendError(f"twilio {exc.status} code={exc.code}", code=exc.code,
-                            http_status=exc.status, transient=transient) from None
-        except TwilioException as exc:  # the request may have reached Twilio: check before resending
-            raise SendError(f"twilio request failed: {type(exc).__name__}", transient=True,
-                            unknown=True) from None
-        except (OSError, TimeoutError) as exc:
-            raise SendError(f"connection error: {type(exc).__name__}", transient=True,
-                            unknown=True) from None
         return SendResult(msg.sid, msg.status or "queued")
 
     def find_sent(self, *, to, from_, body, since) -> str | None:
