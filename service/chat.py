@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flows import engine, triage
 from flows.loader import get_flow, load_all, parse_wait
@@ -21,8 +21,11 @@ def run_chat(*, lang: str = "en", followup: bool = False, baseline: int | None =
     now = now or datetime.now(UTC)
     flow = get_flow("followup" if followup else "intake")
     known = {"cancer_history": bool(cancer_history)} if followup else {}
+    # A first follow-up has the final check 14 days later (day 28 -> day 42), named in advice.
+    next_check = None if final or not followup else (now + timedelta(days=14)).isoformat()
     ctx = engine.Context(clinic=clinic, emergency=emergency, clinic_phone="555-0100",
-                         known=known, baseline_pain_score=baseline, final_check=final)
+                         known=known, baseline_pain_score=baseline, final_check=final,
+                         next_check_at=next_check)
     state, actions = engine.start(flow, now, context=ctx, lang=lang)
     write(f"--- {flow.key} ({lang}) {HELP}")
     while True:

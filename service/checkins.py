@@ -171,16 +171,21 @@ def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> I
         return InboundResult(reason="opted_out")
     if word == "help":
         return _finish_replies(session, clinic, patient, [text_for("help", clinic, lang)], now)
+    # START from a patient who never opted out asks for a check-in, like the clinic's keywords.
+    starting = word == "start" or keywords.is_start_keyword(text, clinic.start_keywords)
     if patient.consent != "given":
-        if keywords.is_start_keyword(text, clinic.start_keywords) or \
-                parsing.parse_yes_no(text, lang).value is True:
+        if starting or parsing.parse_yes_no(text, lang).value is True:
             patient.consent, patient.consented_at = "given", now
             return _finish_replies(session, clinic, patient,
                                    _start(session, clinic, patient, "intake", now, reply=True), now)
+        if text and not parsing.parse_yes_no(text, lang).ok:
+            # Whatever they wrote before consenting (other than a plain no) reaches the clinic.
+            raise_alert(session, clinic, patient, kind="patient_message", level="info", now=now,
+                        episode=open_episode(session, patient.id), summary=text[:1600])
         return _finish_replies(session, clinic, patient,
                                [text_for("consent.waiting", clinic, lang)], now)
     if checkin is not None:
-        if keywords.is_start_keyword(text, clinic.start_keywords):
+        if starting:
             return _finish_replies(session, clinic, patient, _repeat_question(checkin), now)
         if checkin.channel != "sms":
             # Begun on a call: the patient has not seen this question in writing, so this text
@@ -189,7 +194,7 @@ def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> I
             return _finish_replies(session, clinic, patient, _repeat_question(checkin), now)
         replies = _step(session, clinic, patient, checkin, engine.Reply(text), now, reply=True)
         return _finish_replies(session, clinic, patient, replies, now)
-    if keywords.is_start_keyword(text, clinic.start_keywords):
+    if starting:
         return _finish_replies(session, clinic, patient,
                                _start(session, clinic, patient, "intake", now, reply=True), now)
     # An enrolled patient writing out of the blue: the clinic hears it, and we check in early.
@@ -341,11 +346,15 @@ def _context(session, clinic, patient, kind, now, followup: FollowUp | None) -> 
             baseline = episode.baseline_pain_score
             intake = next((c for c in episode.checkins if c.kind == "intake"), None)
             known["cancer_history"] = bool(intake and (intake.answers or {}).get("cancer_history"))
-            final_check = bool(followup and followup.kind == "final")
-            if not final_check:
-                final = next((f for f in episode.followups
-                              if f.kind == "final" and f.status == "scheduled"), None)
-                next_check_at = final.due_at.isoformat() if final else None
+            upcoming = sorted((f for f in episode.followups if f.status == "scheduled"
+                               and (followup is None or f.id != followup.id)),
+                              key=lambda f: f.due_at)
+            if (followup is not None and followup.kind == "final") or not upcoming:
+                # No check comes after this one, so it is the final check (CLINICAL.md §4):
+                # "better" with pain left is then PERSISTENT, never a promise of a later check.
+                final_check = True
+            else:
+                next_check_at = upcoming[0].due_at.isoformat()
         else:
             known["cancer_history"] = False
     return engine.Context(
@@ -449,6 +458,11 @@ def _complete(session, clinic, patient, checkin, outcome: engine.Outcome, now) -
 
 def _open_new_episode(session, clinic, patient, checkin, outcome, now) -> Episode:
     previous = open_episode(session, patient.id)
+    if previous is not None and outcome.status == "timed_out":
+        # Only a completed intake replaces an episode (CLINICAL.md §6): an abandoned one is
+        # filed under the open episode, whose follow-ups stay due; its alert still goes out.
+        checkin.episode_id = previous.id
+        return previous
     if previous is not None:
         previous.status, previous.closed_at, previous.closed_reason = "closed", now, "new intake"
         cancel_followups(session, patient.id, episode_id=previous.id, reason="new intake")

@@ -169,7 +169,7 @@ def test_spanish_intake_from_dolor_to_self_care_advice(phone, clinic, db, clock)
     for body in intake_answers(SELF_CARE_ES):
         last = phone.text(body)
     assert last == [say("advice.self_care", clinic, "es", date="lunes 31 de marzo")]
-    assert "Gracias" in last[0]
+    assert "Sin signos de alarma" in last[0] and "si cambia, avise" in last[0]
     assert the_patient(db).language == "es"
     (checkin,) = rows(db, CheckIn)
     assert (checkin.language, checkin.level, checkin.answers["relieved_by_rest"]) == (
@@ -306,6 +306,8 @@ def test_enrolled_patient_gets_no_health_question_before_yes(phone, clinic, db, 
     assert phone.text("no") == [say("consent.waiting", clinic)]
     assert rows(db, CheckIn) == []
     assert the_patient(db).consent == "pending"
+    (alert,) = rows(db, Alert)  # what they wrote before consenting still reached the clinic
+    assert (alert.kind, alert.summary) == ("patient_message", "my back hurts a lot, worse at night")
 
     assert phone.text("YES") == [intro("intake", clinic), ask("intake", "chest_symptoms")]
     patient = the_patient(db)
@@ -987,3 +989,45 @@ def test_a_status_callback_that_beats_the_send_record_is_not_lost(phone, clinic,
                           http_client=fake)
     sid = outbox.send_one(db, row.id, sender, datetime.now(UTC)).detail
     assert message_status(db, sid) == ("delivered", None)
+
+
+def test_an_abandoned_new_intake_does_not_replace_the_open_episode(phone, clinic, db):
+    """Only a completed intake closes the previous episode (CLINICAL.md §6): one that times out
+    is filed under the open episode, whose follow-ups stay due, and the clinic is told."""
+    complete_intake(phone)
+    (episode,) = rows(db, Episode)
+    phone.text("PAIN")
+    phone.text("no")
+    (active,) = rows(db, CheckIn, CheckIn.status == "active")
+    timeout_at = datetime.fromisoformat(active.state["timeout_at"])
+    with db.transaction() as session:
+        assert checkins.tick_checkin(session, active.id, timeout_at + timedelta(seconds=1))
+    (still,) = rows(db, Episode)
+    assert (still.id, still.status) == (episode.id, "open")
+    assert {f.status for f in rows(db, FollowUp)} == {"scheduled"}
+    abandoned = rows(db, CheckIn, CheckIn.id == active.id)[0]
+    assert (abandoned.status, abandoned.episode_id, abandoned.level) == ("timed_out", episode.id,
+                                                                         "soon")
+    (alert,) = rows(db, Alert, Alert.kind == "incomplete")
+    assert alert.episode_id == episode.id
+
+
+def test_an_early_check_with_no_check_left_after_it_is_the_final_one(phone, clinic, db):
+    """With no scheduled check to come, "better" with pain left is PERSISTENT, not a promise of
+    a later check that does not exist."""
+    complete_intake(phone)
+    with db.transaction() as session:
+        for followup in session.query(FollowUp):
+            followup.status = "done"
+    phone.text("still sore")
+    for body in followup_answers({**FOLLOWUP_CLEAR_EN, "status": "better", "pain_score": "4"}):
+        last = phone.text(body)
+    assert last == [say("advice.persistent", clinic)]
+    (check,) = rows(db, CheckIn, CheckIn.kind == "followup")
+    assert (check.final_check, check.level, check.reasons) == (True, "soon", ["PERSISTENT"])
+
+
+def test_start_from_a_patient_who_never_opted_out_starts_a_check_in(phone, clinic, db):
+    complete_intake(phone)
+    assert phone.text("START") == [intro("intake", clinic), ask("intake", "chest_symptoms")]
+    assert rows(db, Alert, Alert.kind == "patient_message") == []
