@@ -310,6 +310,32 @@ def _finish(
     return Assessment(_LEVEL_BY_RANK[top], tuple(rules), missing, closes_episode)
 
 
+def _red_flag_rules(get, cancer: object, rules: list[str], ranks: list[int], *,
+                    with_cancer_rule: bool) -> None:
+    """NEURO, CHEST, NEURO_SENSORY, (CANCER_HISTORY,) SYSTEMIC, in table order (§3 and §4).
+
+    An unanswered cancer history (None) is never read as "no": with numbness it takes the
+    emergency reading. Follow-ups pass the intake's answer as a bool (missing there is false).
+    """
+    numb_yes = get("numbness_tingling") is True
+    if get("limb_weakness") is True or get("bowel_bladder") is True or (
+            numb_yes and cancer is not False):
+        rules.append("NEURO")
+        ranks.append(_EMERGENCY)
+    if get("chest_symptoms") is True:
+        rules.append("CHEST")
+        ranks.append(_EMERGENCY)
+    if numb_yes and cancer is False:
+        rules.append("NEURO_SENSORY")
+        ranks.append(_URGENT)
+    if with_cancer_rule and cancer is True:
+        rules.append("CANCER_HISTORY")
+        ranks.append(_URGENT)
+    if get("weight_loss") is True or get("fever_chills") is True or get("night_sweats") is True:
+        rules.append("SYSTEMIC")
+        ranks.append(_URGENT)
+
+
 def assess(answers: Mapping[str, object]) -> Assessment:
     """Assess an initial check-in (CLINICAL.md section 3)."""
     get = answers.get
@@ -348,25 +374,7 @@ def assess(answers: Mapping[str, object]) -> Assessment:
 
     rules: list[str] = []
     ranks: list[int] = []
-    numb_yes = numb is True
-    cancer_yes = cancer is True
-    # An unanswered cancer history is never read as "no" (CLINICAL.md §1): with numbness it
-    # takes the emergency reading, the safer of the two.
-    if weak is True or bowel is True or (numb_yes and cancer is not False):
-        rules.append("NEURO")
-        ranks.append(_EMERGENCY)
-    if chest is True:
-        rules.append("CHEST")
-        ranks.append(_EMERGENCY)
-    if numb_yes and cancer is False:
-        rules.append("NEURO_SENSORY")
-        ranks.append(_URGENT)
-    if cancer_yes:
-        rules.append("CANCER_HISTORY")
-        ranks.append(_URGENT)
-    if weight is True or fever is True or sweats is True:
-        rules.append("SYSTEMIC")
-        ranks.append(_URGENT)
+    _red_flag_rules(get, cancer, rules, ranks, with_cancer_rule=True)
     if n_features >= 3 or (n_features >= 2 and old):
         rules.append("MANY_FEATURES")
         ranks.append(_URGENT)
@@ -431,22 +439,10 @@ def assess_followup(
     weak = get("limb_weakness")
     numb = get("numbness_tingling")
     bowel = get("bowel_bladder")
-    numb_yes = numb is True
 
     rules: list[str] = []
     ranks: list[int] = []
-    if weak is True or bowel is True or (numb_yes and cancer_yes):
-        rules.append("NEURO")
-        ranks.append(_EMERGENCY)
-    if chest is True:
-        rules.append("CHEST")
-        ranks.append(_EMERGENCY)
-    if numb_yes and not cancer_yes:
-        rules.append("NEURO_SENSORY")
-        ranks.append(_URGENT)
-    if weight is True or fever is True or sweats is True:
-        rules.append("SYSTEMIC")
-        ranks.append(_URGENT)
+    _red_flag_rules(get, cancer_yes, rules, ranks, with_cancer_rule=False)
     missing: tuple[str, ...] = ()
     if (
         status is None
