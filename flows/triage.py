@@ -208,7 +208,8 @@ RULE_LEVEL: dict[str, Level] = {
 
 RULE_TEXT: dict[str, str] = {
     "NEURO": (
-        "New limb weakness or bladder/bowel change (or numbness with a cancer history): "
+        "New limb weakness or bladder/bowel change (or numbness with a cancer history, or with "
+        "the cancer question unanswered): "
         "possible cord or cauda equina compression."
     ),
     "CHEST": (
