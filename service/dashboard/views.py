@@ -109,6 +109,13 @@ def _patient_or_404(session, patient_id: int, *, for_update: bool = False) -> Pa
     return patient
 
 
+def _record_reads(session, action: str, patient_ids) -> None:
+    """A list that shows patients' details is a read of each of their records."""
+    audit.record_reads(session, clinic_id=_staff().clinic_id, patient_ids=patient_ids,
+                       action=action, actor_type="staff", actor_id=_staff().actor_id,
+                       now=clock.now())
+
+
 def _record(session, action: str, *, patient_id: int | None = None, **detail) -> None:
     audit.record(session, clinic_id=_staff().clinic_id, patient_id=patient_id, action=action,
                  actor_type="staff", actor_id=_staff().actor_id, detail=detail, now=clock.now())
@@ -170,6 +177,7 @@ def _signature(cards) -> str:
 def queue():
     with get_db().transaction() as session:
         cards = _queue_cards(session)
+        _record_reads(session, "alert_queue_viewed", (card.patient_id for card in cards))
         return render_template("dashboard/queue.html", cards=cards, signature=_signature(cards),
                                poll_ms=int(current_app.config.get("DASHBOARD_POLL_SECONDS", 5)
                                            * 1000))
@@ -192,6 +200,7 @@ def queue_json():
         }
         if request.args.get("since") != signature:
             body["html"] = render_template("dashboard/_queue_items.html", cards=cards)
+            _record_reads(session, "alert_queue_viewed", (card.patient_id for card in cards))
     return jsonify(body)
 
 
@@ -245,6 +254,7 @@ def patients():
     q = request.args.get("q", "")
     with get_db().transaction() as session:
         rows = queries.patient_rows(session, _staff().clinic_id, q)
+        _record_reads(session, "patient_list_viewed", (row.patient.id for row in rows))
         return render_template("dashboard/patients.html", rows=rows, q=q,
                                tz=_staff().clinic_timezone, date=presenters.local_date)
 

@@ -704,3 +704,20 @@ def _self_care() -> dict[str, str]:
     from tests.service.sms_helpers import SELF_CARE_EN
 
     return dict(SELF_CARE_EN)
+
+
+def test_the_alert_queue_and_the_patient_list_are_audited_as_reads(client, web, db):
+    """They show patients' names, alerts and what they wrote: each listed patient's record was
+    read, so each gets an audit row (the poll only when it sends the list again)."""
+    emergency_by_sms(client)
+    patient = only_patient(db)
+    web.get("/dashboard/")
+    (queue,) = rows(db, AuditLog, AuditLog.action == "alert_queue_viewed")
+    assert (queue.actor_type, queue.patient_id) == ("staff", patient.id)
+    signature = web.get("/dashboard/alerts.json").get_json()["signature"]
+    assert len(rows(db, AuditLog, AuditLog.action == "alert_queue_viewed")) == 2
+    web.get(f"/dashboard/alerts.json?since={signature}")  # unchanged: no list sent, no read
+    assert len(rows(db, AuditLog, AuditLog.action == "alert_queue_viewed")) == 2
+    web.get("/dashboard/patients")
+    (listed,) = rows(db, AuditLog, AuditLog.action == "patient_list_viewed")
+    assert listed.patient_id == patient.id
