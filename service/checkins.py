@@ -153,57 +153,51 @@ def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> I
         if isinstance(patient, InboundResult):
             return patient
         _record_in(session, clinic, patient, phone, text, sid, now, None)
-        return _finish_replies(session, clinic, patient, _start(session, clinic, patient, "intake",
-                                                                now, reply=True), now)
+        return InboundResult(_start(session, clinic, patient, "intake", now, reply=True))
     checkin = active_checkin(session, patient.id)
     _record_in(session, clinic, patient, phone, text, sid, now, checkin)
     lang = patient.language
     if word == "stop":
-        return _finish_replies(session, clinic, patient,
-                               opt_out(session, clinic, patient, text, now, opt_out_type), now)
+        return InboundResult(opt_out(session, clinic, patient, text, now, opt_out_type))
     if word == "start" and patient.opted_out:
         patient.opted_out, patient.opted_out_at = False, None
         if _twilio_answered(clinic, text, opt_out_type, "START"):
             return InboundResult(reason="twilio_confirms_start")  # Twilio answers START itself
-        return _finish_replies(session, clinic, patient,
-                               [text_for("optin.confirm", clinic, lang)], now)
+        return InboundResult([text_for("optin.confirm", clinic, lang)])
     if patient.opted_out:
         return InboundResult(reason="opted_out")
     if word == "help":
-        return _finish_replies(session, clinic, patient, [text_for("help", clinic, lang)], now)
+        return InboundResult([text_for("help", clinic, lang)])
     # START from a patient who never opted out asks for a check-in, like the clinic's keywords.
     starting = word == "start" or keywords.is_start_keyword(text, clinic.start_keywords)
     if patient.consent != "given":
-        if starting or parsing.parse_yes_no(text, lang).value is True:
+        answer = parsing.parse_yes_no(text, lang)
+        if starting or answer.value is True:
             patient.consent, patient.consented_at = "given", now
-            return _finish_replies(session, clinic, patient,
-                                   _start(session, clinic, patient, "intake", now, reply=True), now)
-        if text and not parsing.parse_yes_no(text, lang).ok:
+            return InboundResult(_start(session, clinic, patient, "intake", now, reply=True))
+        if text and not answer.ok:
             # Whatever they wrote before consenting (other than a plain no) reaches the clinic.
             raise_alert(session, clinic, patient, kind="patient_message", level="info", now=now,
                         episode=open_episode(session, patient.id), summary=text[:1600])
-        return _finish_replies(session, clinic, patient,
-                               [text_for("consent.waiting", clinic, lang)], now)
+        return InboundResult([text_for("consent.waiting", clinic, lang)])
     if checkin is not None:
         if starting:
-            return _finish_replies(session, clinic, patient, _repeat_question(checkin), now)
+            return InboundResult(_repeat_question(checkin))
         if checkin.channel != "sms":
             # Begun on a call: the patient has not seen this question in writing, so this text
             # is not taken as its answer; the check-in goes on by text from this question.
             switch_channel(checkin, "sms")
-            return _finish_replies(session, clinic, patient, _repeat_question(checkin), now)
+            return InboundResult(_repeat_question(checkin))
         replies = _step(session, clinic, patient, checkin, engine.Reply(text), now, reply=True)
-        return _finish_replies(session, clinic, patient, replies, now)
+        return InboundResult(replies)
     if starting:
-        return _finish_replies(session, clinic, patient,
-                               _start(session, clinic, patient, "intake", now, reply=True), now)
+        return InboundResult(_start(session, clinic, patient, "intake", now, reply=True))
     # An enrolled patient writing out of the blue: the clinic hears it, and we check in early.
     episode = open_episode(session, patient.id)
     raise_alert(session, clinic, patient, kind="patient_message", level="info", now=now,
                 episode=episode, summary=text[:1600])
     kind = "followup" if episode is not None else "intake"
-    return _finish_replies(session, clinic, patient,
-                           _start(session, clinic, patient, kind, now, reply=True), now)
+    return InboundResult(_start(session, clinic, patient, kind, now, reply=True))
 
 
 def _unknown_number(session, clinic, phone, text, word, now, opt_out_type=None):
@@ -235,10 +229,6 @@ def _record_in(session, clinic, patient, phone, text, sid, now, checkin) -> None
                         checkin_id=checkin.id if checkin else None, direction="in", channel="sms",
                         from_number=phone, to_number=clinic_number(clinic) or "",
                         body=text, twilio_sid=sid or None, status="received", created_at=now))
-
-
-def _finish_replies(session, clinic, patient, replies: list[str], now) -> InboundResult:
-    return InboundResult(list(replies))  # recorded once, by _deliver_replies
 
 
 def _deliver_replies(session, clinic, phone, replies: list[str], now, *, via_outbox: bool) -> None:
