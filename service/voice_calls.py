@@ -242,6 +242,21 @@ def _again(ctx: _Ctx) -> VoiceReply:
     return VoiceReply(hangup=True)
 
 
+def _heard(session: Session, call_sid: str, stage: str, turn: int | None, heard: str,
+           now: datetime) -> _Ctx | VoiceReply:
+    """What every answer to a prompt does first: find the call, send a late or repeated
+    request the current prompt again, and record what was heard. A VoiceReply means: answer
+    with it and stop."""
+    ctx = _load(session, call_sid, now)
+    if ctx is None:
+        return _unknown_call()
+    if _stale(ctx, stage, turn):
+        return _again(ctx)
+    _record(session, ctx, "in", heard)
+    ctx.call.silences = 0
+    return ctx
+
+
 def _stale(ctx: _Ctx, stage: str, turn: int | None) -> bool:
     return ctx.call.stage != stage or turn != ctx.call.turn
 
@@ -368,13 +383,9 @@ def _language_of(digits: str, speech: str) -> str | None:
 def choose_language(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
                     speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/lang: 1 English, 2 español (or said); then the check-in begins."""
-    ctx = _load(session, call_sid, now)
-    if ctx is None:
-        return _unknown_call()
-    if _stale(ctx, "language", turn):
-        return _again(ctx)
-    _record(session, ctx, "in", digits or speech)
-    ctx.call.silences = 0
+    ctx = _heard(session, call_sid, "language", turn, digits or speech, now)
+    if isinstance(ctx, VoiceReply):
+        return ctx
     lang = _language_of(digits, speech)
     if lang is None:
         tries = ctx.call.pending.get("tries", 0) + 1
@@ -466,13 +477,9 @@ def _advice(ctx: _Ctx, texts: list[str]) -> VoiceReply:
 def answer(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
            speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/answer: keys or words answering the current question."""
-    ctx = _load(session, call_sid, now)
-    if ctx is None:
-        return _unknown_call()
-    if _stale(ctx, "question", turn):
-        return _again(ctx)
-    _record(session, ctx, "in", digits or speech)
-    ctx.call.silences = 0
+    ctx = _heard(session, call_sid, "question", turn, digits or speech, now)
+    if isinstance(ctx, VoiceReply):
+        return ctx
     if not _active(ctx):
         return _reply(session, ctx, _gone(ctx))
     if speech and not digits and keywords.classify(speech) == "stop":
@@ -516,13 +523,9 @@ def _readback(ctx: _Ctx, node, digits: str, speech: str) -> VoiceReply | None:
 def confirm(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
             speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/confirm: 1 (or "yes") takes the number read back; 2 asks again."""
-    ctx = _load(session, call_sid, now)
-    if ctx is None:
-        return _unknown_call()
-    if _stale(ctx, "confirm", turn):
-        return _again(ctx)
-    _record(session, ctx, "in", digits or speech)
-    ctx.call.silences = 0
+    ctx = _heard(session, call_sid, "confirm", turn, digits or speech, now)
+    if isinstance(ctx, VoiceReply):
+        return ctx
     if not _active(ctx):
         return _reply(session, ctx, _gone(ctx))
     said = parsing.parse_yes_no(speech, ctx.lang) if speech and not digits else parsing.UNCLEAR
@@ -591,13 +594,9 @@ def _choice(digits: str, speech: str, words: dict[str, frozenset[str]]) -> str |
 def offer(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
           speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/offer: 1 finish by text, 2 talk to the clinic; else back to the question."""
-    ctx = _load(session, call_sid, now)
-    if ctx is None:
-        return _unknown_call()
-    if _stale(ctx, "offer", turn):
-        return _again(ctx)
-    _record(session, ctx, "in", digits or speech)
-    ctx.call.silences = 0
+    ctx = _heard(session, call_sid, "offer", turn, digits or speech, now)
+    if isinstance(ctx, VoiceReply):
+        return ctx
     if not _active(ctx):
         return _reply(session, ctx, _gone(ctx))
     choice = _choice(digits, speech, {"one": _TEXT_WORDS, "two": _CLINIC_WORDS})
@@ -650,13 +649,9 @@ def _opt_out(session: Session, ctx: _Ctx, said: str) -> VoiceReply:
 def advice(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
            speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/advice: 1 hears the advice again, 2 talks to the clinic."""
-    ctx = _load(session, call_sid, now)
-    if ctx is None:
-        return _unknown_call()
-    if _stale(ctx, "advice", turn):
-        return _again(ctx)
-    _record(session, ctx, "in", digits or speech)
-    ctx.call.silences = 0
+    ctx = _heard(session, call_sid, "advice", turn, digits or speech, now)
+    if isinstance(ctx, VoiceReply):
+        return ctx
     choice = _choice(digits, speech, {"one": _AGAIN_WORDS, "two": _CLINIC_WORDS})
     if choice == "one":
         return _reply(session, ctx, _advice(ctx, ctx.call.pending.get("advice", [])))
