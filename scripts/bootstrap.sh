@@ -19,7 +19,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv with $PY"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)-${1:-dev}"
+stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "==> installing the project and its packages into .venv"
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
