@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
@@ -48,6 +49,10 @@ class InboundResult:
     replies: list[str] = field(default_factory=list)
     duplicate: bool = False
     reason: str = ""  # why there is no reply, for logs: unknown_clinic, opted_out, ...
+    # The sender and the conversation as the use case left them, so that recording the replies
+    # does not read them again; None when the use case did not have them at hand.
+    patient: Patient | None = field(default=None, compare=False, repr=False)
+    checkin: CheckIn | None = field(default=None, compare=False, repr=False)
 
 
 # ---- lookups ------------------------------------------------------------------------------
@@ -74,6 +79,28 @@ def lock_patient(session: Session, clinic_id: int, phone: str) -> Patient | None
                Patient.erased_at.is_(None))
         .with_for_update()
     ).scalar_one_or_none()
+
+
+def _lock_sender(session: Session, clinic_phone: str, phone: str,
+                 sid: str) -> tuple[Patient, Clinic, str | None] | None:
+    """(patient, clinic, reply already given to `sid`) in one statement, the patient row locked
+    until commit on PostgreSQL; None when the number is no patient of the clinic texted.
+
+    The receipt is read with the statement's snapshot, taken before any wait on the lock: a
+    duplicate delivery racing the first one can miss it, and then fails on the receipt's unique
+    key at commit and is run again (`run_inbound`), which sees the receipt.
+    """
+    receipt = (sa.select(WebhookReceipt.response_body).where(WebhookReceipt.sid == sid)
+               .scalar_subquery())
+    row = session.execute(
+        sa.select(Patient, Clinic, receipt)
+        .join(Clinic, Clinic.id == Patient.clinic_id)
+        .join(ClinicNumber, ClinicNumber.clinic_id == Clinic.id)
+        .where(ClinicNumber.phone_e164 == clinic_phone, Patient.phone_e164 == phone,
+               Patient.erased_at.is_(None))
+        .with_for_update(of=Patient)
+    ).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])
 
 
 def active_checkin(session: Session, patient_id: int) -> CheckIn | None:
@@ -118,44 +145,73 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
     `replies_via_outbox` (a spooled text replayed after its webhook answered) they are queued in
     the outbox instead, to go out at once; the send records them, so each exists once.
     """
-    clinic = clinic_for_number(session, to)
-    if clinic is None:
-        log.warning("inbound sms to a number no clinic owns (sid=%s)", sid)
-        return InboundResult(reason="unknown_clinic")
-    try:
-        phone = normalize_phone(from_)
-    except ValueError:
-        log.warning("inbound sms from a malformed number (sid=%s)", sid)
-        return InboundResult(reason="bad_from")
-    patient = lock_patient(session, clinic.id, phone)
-    if sid:
-        # Looked up after the lock, so a duplicate that waited on it sees the first delivery's
-        # receipt (each statement reads what is committed; the locked row is read fresh).
-        receipt = session.get(WebhookReceipt, sid)
-        if receipt is not None:
-            return InboundResult(json.loads(receipt.response_body), duplicate=True)
+    clinic_phone, phone = _phone_or_none(to), _phone_or_none(from_)
+    found = _lock_sender(session, clinic_phone, phone, sid) if clinic_phone and phone else None
+    if found is not None:
+        patient, clinic, answered = found
+    else:
+        # Not a patient of the clinic texted (or no such clinic): the slower, rarer path.
+        clinic = clinic_for_number(session, to)
+        if clinic is None:
+            log.warning("inbound sms to a number no clinic owns (sid=%s)", sid)
+            return InboundResult(reason="unknown_clinic")
+        if phone is None:
+            log.warning("inbound sms from a malformed number (sid=%s)", sid)
+            return InboundResult(reason="bad_from")
+        patient = lock_patient(session, clinic.id, phone)
+        receipt = session.get(WebhookReceipt, sid) if sid else None
+        answered = receipt.response_body if receipt is not None else None
+    if sid and answered is not None:
+        return InboundResult(json.loads(answered), duplicate=True)
     text = (body or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
-    result = _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type)
-    _deliver_replies(session, clinic, phone, result.replies, now, via_outbox=replies_via_outbox)
+    sms = _Text(clinic_phone or clinic_number(clinic) or "", phone, text, sid, now, opt_out_type)
+    result = _inbound(session, clinic, patient, sms)
+    _deliver_replies(session, clinic, sms, result, via_outbox=replies_via_outbox)
     if sid:
         session.add(WebhookReceipt(sid=sid, kind="sms", response_body=json.dumps(result.replies),
                                    created_at=now))
     return result
 
 
-def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> InboundResult:
-    word = keywords.classify(text)
+def _phone_or_none(text: str) -> str | None:
+    try:
+        return normalize_phone(text)
+    except ValueError:
+        return None
+
+
+class _Text(NamedTuple):
+    """One inbound text: the clinic number it was sent to and the sender's, both E.164."""
+
+    clinic_phone: str
+    phone: str
+    text: str
+    sid: str
+    now: datetime
+    opt_out_type: str | None
+
+
+def _inbound(session, clinic, patient, sms: _Text) -> InboundResult:
+    word = keywords.classify(sms.text)
     # Twilio's own opt-out handling says what it did with this text (its keywords may go beyond
     # ours, e.g. YES as an opt-in word): the patient's choice is recorded here too.
-    word = {"STOP": "stop", "START": "start"}.get((opt_out_type or "").upper(), word)
+    word = {"STOP": "stop", "START": "start"}.get((sms.opt_out_type or "").upper(), word)
     if patient is None:
-        patient = _unknown_number(session, clinic, phone, text, word, now, opt_out_type)
+        patient = _unknown_number(session, clinic, sms, word)
         if isinstance(patient, InboundResult):
             return patient
-        _record_in(session, clinic, patient, phone, text, sid, now, None)
-        return InboundResult(_start(session, clinic, patient, "intake", now, reply=True))
+        _record_in(session, clinic, patient, sms, None)
+        return InboundResult(_start(session, clinic, patient, "intake", sms.now, reply=True),
+                             patient=patient)
     checkin = active_checkin(session, patient.id)
-    _record_in(session, clinic, patient, phone, text, sid, now, checkin)
+    _record_in(session, clinic, patient, sms, checkin)
+    result = _from_patient(session, clinic, patient, checkin, sms.text, word, sms.now,
+                           sms.opt_out_type)
+    result.patient, result.checkin = patient, checkin
+    return result
+
+
+def _from_patient(session, clinic, patient, checkin, text, word, now, opt_out_type):
     lang = patient.language
     if word == "stop":
         return InboundResult(opt_out(session, clinic, patient, text, now, opt_out_type))
@@ -200,7 +256,8 @@ def _inbound(session, clinic, patient, phone, text, sid, now, opt_out_type) -> I
     return InboundResult(_start(session, clinic, patient, kind, now, reply=True))
 
 
-def _unknown_number(session, clinic, phone, text, word, now, opt_out_type=None):
+def _unknown_number(session, clinic, sms: _Text, word):
+    phone, text, now, opt_out_type = sms.phone, sms.text, sms.now, sms.opt_out_type
     lang = "es" if parsing.normalize(text) in ("dolor", "espalda", "ayuda") else "en"
     if keywords.is_start_keyword(text, clinic.start_keywords):
         patient = Patient(clinic_id=clinic.id, phone_e164=phone, language=lang, consent="given",
@@ -215,7 +272,7 @@ def _unknown_number(session, clinic, phone, text, word, now, opt_out_type=None):
                           opted_out=True, opted_out_at=now, created_at=now)
         session.add(patient)
         session.flush()
-        _record_in(session, clinic, patient, phone, text, None, now, None)
+        _record_in(session, clinic, patient, sms._replace(sid=""), None)
         if _twilio_answered(clinic, text, opt_out_type, "STOP"):
             return InboundResult(reason="twilio_confirms_stop")
         return InboundResult([text_for("optout.confirm", clinic, lang)])
@@ -224,35 +281,42 @@ def _unknown_number(session, clinic, phone, text, word, now, opt_out_type=None):
     return InboundResult([text_for("unknown_number", clinic, lang)], reason="unknown_number")
 
 
-def _record_in(session, clinic, patient, phone, text, sid, now, checkin) -> None:
+def _record_in(session, clinic, patient, sms: _Text, checkin) -> None:
     session.add(Message(clinic_id=clinic.id, patient_id=patient.id,
                         checkin_id=checkin.id if checkin else None, direction="in", channel="sms",
-                        from_number=phone, to_number=clinic_number(clinic) or "",
-                        body=text, twilio_sid=sid or None, status="received", created_at=now))
+                        from_number=sms.phone, to_number=sms.clinic_phone, body=sms.text,
+                        twilio_sid=sms.sid or None, status="received", created_at=sms.now))
 
 
-def _deliver_replies(session, clinic, phone, replies: list[str], now, *, via_outbox: bool) -> None:
-    """Records the replies to one inbound text: as TwiML replies, or queued in the outbox."""
-    if not replies:
+def _deliver_replies(session, clinic, sms: _Text, result: InboundResult, *,
+                     via_outbox: bool) -> None:
+    """Records the replies to one inbound text: as TwiML replies (sent by Twilio from the number
+    the patient texted), or queued in the outbox. They belong to the sender's active check-in
+    as the use case left it."""
+    if not result.replies:
         return
-    session.flush()
-    patient = session.execute(
-        sa.select(Patient).where(Patient.clinic_id == clinic.id, Patient.phone_e164 == phone,
-                                 Patient.erased_at.is_(None))).scalar_one_or_none()
-    checkin = active_checkin(session, patient.id) if patient is not None else None
-    for text in replies:
+    patient = result.patient
+    if patient is None:  # a patient the use case created, or none
+        patient = session.execute(
+            sa.select(Patient).where(Patient.clinic_id == clinic.id,
+                                     Patient.phone_e164 == sms.phone,
+                                     Patient.erased_at.is_(None))).scalar_one_or_none()
+    checkin = result.checkin
+    if checkin is None or checkin.status != "active":  # ended, or another one started
+        checkin = active_checkin(session, patient.id) if patient is not None else None
+    for text in result.replies:
         if via_outbox:
             # An opted-out patient's only reply is the opt-out confirmation: it must still go.
             kind = "optout_confirm" if patient is not None and patient.opted_out else "reply"
-            outbox.enqueue(session, clinic=clinic, body=text, kind=kind, now=now,
-                           patient=patient, to=None if patient else phone, checkin=checkin,
+            outbox.enqueue(session, clinic=clinic, body=text, kind=kind, now=sms.now,
+                           patient=patient, to=None if patient else sms.phone, checkin=checkin,
                            quiet=False)
         elif patient is not None:
             session.add(Message(clinic_id=clinic.id, patient_id=patient.id,
                                 checkin_id=checkin.id if checkin else None, direction="out",
-                                channel="sms", from_number=clinic_number(clinic) or "",
+                                channel="sms", from_number=sms.clinic_phone,
                                 to_number=patient.phone_e164, body=text, status="replied",
-                                created_at=now))
+                                created_at=sms.now))
 
 
 def _twilio_answered(clinic: Clinic, text: str, opt_out_type: str | None, kind: str) -> bool:

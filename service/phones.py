@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 from phonenumbers import timezone as phone_timezone
 
 
+@lru_cache(maxsize=16384)  # pure, and every webhook normalizes the same numbers again
 def normalize_phone(text: str, region: str = "US") -> str:
     """'(617) 555-0100' -> '+16175550100'; raises ValueError saying what is wrong.
 
@@ -29,6 +32,7 @@ def normalize_phone(text: str, region: str = "US") -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+@lru_cache(maxsize=16384)
 def timezone_for_phone(e164: str) -> str | None:
     """The IANA timezone of a number's area, when the numbering plan gives one."""
     try:
