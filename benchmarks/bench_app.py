@@ -1,18 +1,40 @@
-"""The WSGI app the webhook load benchmark serves: the real app plus, for this benchmark only,
-POST /bench/bare that answers a fixed TwiML reply (the floor the webhook is compared with).
+"""The WSGI app the webhook load benchmark serves: the real app plus three endpoints that exist
+for this benchmark only and are never part of the product:
+
+- POST /bench/bare: a fixed TwiML reply, the floor the webhook is compared with (issue 5);
+- POST /bench/accept: checks the signature and durably stores the text (one INSERT and a
+  commit), then answers an empty TwiML reply: the least any webhook can do when Twilio does
+  not retry inbound SMS, whatever the design (store-and-forward included);
+- POST /bench/floor: one mid-conversation step done with five hand-written SQLAlchemy Core
+  statements (patient lock with clinic and receipt, check-in read, check-in update, both
+  messages, receipt) and no ORM: what the real webhook's work costs without the application
+  around it. It handles only a consented patient answering an SMS question (no keywords, no
+  outcomes), so it measures, it does not serve.
+
+The two reference endpoints check the signature Twilio computed for /twilio/sms, so the same
+pre-signed requests drive all of them.
 
 gunicorn --chdir benchmarks --pythonpath .. bench_app:app   (configured from the environment)
 """
 
 from __future__ import annotations
 
-from flask import Response
+import json
+
+import sqlalchemy as sa
+from flask import Response, abort, current_app, request
+from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from service import create_app
+from flows import engine
+from flows.loader import get_flow
+from service import clock, create_app
+from service.store import get_db
+from service.store.models import CheckIn, Clinic, ClinicNumber, Message, Patient, WebhookReceipt
 
 FIXED_TWIML = str(MessagingResponse().message("Do you have any NEW weakness in your arms or "
                                               "legs, or trouble walking? Reply YES or NO."))
+EMPTY_TWIML = str(MessagingResponse())
 
 app = create_app()
 
@@ -20,3 +42,76 @@ app = create_app()
 @app.post("/bench/bare")
 def bare() -> Response:
     return Response(FIXED_TWIML, mimetype="text/xml")
+
+
+def _signed_form() -> dict:
+    form = request.form.to_dict()
+    url = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + "/twilio/sms"
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not RequestValidator(current_app.config["TWILIO_AUTH_TOKEN"]).validate(url, form,
+                                                                               signature):
+        abort(403)
+    return form
+
+
+_RECEIPT = sa.insert(WebhookReceipt.__table__)
+
+
+@app.post("/bench/accept")
+def accept() -> Response:
+    form = _signed_form()
+    with get_db().engine.begin() as connection:
+        connection.execute(_RECEIPT, {"sid": form["MessageSid"], "kind": "bench",
+                                      "response_body": json.dumps(form),
+                                      "created_at": clock.now()})
+    return Response(EMPTY_TWIML, mimetype="text/xml")
+
+
+_P, _C, _N, _CI = (model.__table__ for model in (Patient, Clinic, ClinicNumber, CheckIn))
+_SENDER = (
+    sa.select(_P.c.id, _P.c.clinic_id,
+              sa.select(WebhookReceipt.response_body)
+              .where(WebhookReceipt.sid == sa.bindparam("sid")).scalar_subquery())
+    .select_from(_P.join(_C, _C.c.id == _P.c.clinic_id).join(_N, _N.c.clinic_id == _C.c.id))
+    .where(_N.c.phone_e164 == sa.bindparam("to"), _P.c.phone_e164 == sa.bindparam("from_"),
+           _P.c.erased_at.is_(None))
+    .with_for_update(of=_P.c.id)
+)
+_CHECKIN = sa.select(_CI.c.id, _CI.c.state, _CI.c.flow_id, _CI.c.flow_version).where(
+    _CI.c.patient_id == sa.bindparam("patient_id"), _CI.c.status == "active")
+_UPDATE = sa.update(_CI).where(_CI.c.id == sa.bindparam("checkin_id")).values(
+    state=sa.bindparam("state"), answers=sa.bindparam("answers"),
+    language=sa.bindparam("language"), next_event_at=sa.bindparam("next_event_at"))
+_MESSAGES = sa.insert(Message.__table__)
+
+
+@app.post("/bench/floor")
+def floor() -> Response:
+    form = _signed_form()
+    sid, to, from_, body = form["MessageSid"], form["To"], form["From"], form.get("Body", "")
+    now = clock.now()
+    with get_db().engine.begin() as connection:
+        patient_id, clinic_id, answered = connection.execute(
+            _SENDER, {"sid": sid, "to": to, "from_": from_}).one()
+        if answered is not None:
+            return Response(answered, mimetype="text/plain")
+        checkin = connection.execute(_CHECKIN, {"patient_id": patient_id}).one()
+        flow = get_flow(checkin.flow_id, checkin.flow_version)
+        state, actions = engine.step(flow, checkin.state, engine.Reply(body.strip()), now)
+        texts = [action.text for action in actions if isinstance(action, engine.Send)]
+        connection.execute(_UPDATE, {"checkin_id": checkin.id, "state": state,
+                                     "answers": dict(state["answers"]), "language": state["lang"],
+                                     "next_event_at": engine.next_event_at(state)})
+        row = {"clinic_id": clinic_id, "patient_id": patient_id, "checkin_id": checkin.id,
+               "channel": "sms", "error_code": None, "created_at": now, "updated_at": now}
+        connection.execute(_MESSAGES, [
+            {**row, "direction": "in", "from_number": from_, "to_number": to, "body": body,
+             "twilio_sid": sid, "status": "received"},
+            *({**row, "direction": "out", "from_number": to, "to_number": from_, "body": text,
+               "twilio_sid": None, "status": "replied"} for text in texts)])
+        connection.execute(_RECEIPT, {"sid": sid, "kind": "sms", "created_at": now,
+                                      "response_body": json.dumps(texts)})
+    reply = MessagingResponse()
+    for text in texts:
+        reply.message(text)
+    return Response(str(reply), mimetype="text/xml")

@@ -12,11 +12,11 @@ What it does, all on 127.0.0.1, bounded in time, cleaning up after itself:
 2. pre-signs every request (X-Twilio-Signature with RequestValidator.compute_signature): each
    has its own MessageSid and patient, and answers that patient's next question with a reply
    that keeps the conversation going (never its last answer);
-3. starts gunicorn (GUNICORN_ARGS below) on benchmarks/bench_app.py, which adds
-   POST /bench/bare answering fixed TwiML to the real app: both endpoints are served by the
-   same processes with the same settings;
-4. closed loop, wrk: `--duration` seconds against /bench/bare, then the same against
-   /twilio/sms (fixed connections); requests per second, p50, p99, and the ratio;
+3. starts gunicorn (GUNICORN_ARGS below) on benchmarks/bench_app.py, which adds to the real
+   app POST /bench/bare answering fixed TwiML and two reference endpoints (/bench/accept,
+   /bench/floor: see that file): all are served by the same processes with the same settings;
+4. closed loop, wrk: `--duration` seconds against /bench/bare, /bench/accept, /bench/floor
+   and /twilio/sms in turn (fixed connections); requests per second, p50, p99, the ratios;
 5. open loop, this script: exactly `--rate` requests per second for `--fixed-seconds` seconds
    against each endpoint, latency measured from each request's scheduled start (so a stall
    shows up as latency, not as fewer requests); p50 and p99.
@@ -88,6 +88,16 @@ def create_database() -> str:
     with admin() as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def settle(url: str) -> None:
+    """Between runs: the previous run's writes are checkpointed and vacuumed now, so that
+    PostgreSQL does not do it in the middle of the next endpoint's run."""
+    with psycopg.connect(make_url(url).render_as_string(hide_password=False), autocommit=True,
+                         connect_timeout=5) as connection:
+        connection.execute("VACUUM ANALYZE")
+        connection.execute("CHECKPOINT")
+    time.sleep(1)
 
 
 def drop_database(url: str) -> None:
@@ -312,8 +322,17 @@ def fixed_rate(port: int, path: str, items: list[tuple[str, str]], *, rate: floa
 # ---- report -------------------------------------------------------------------------------
 
 
+ENDPOINTS = (  # closed-loop rows: results key, path, what it is
+    ("bare", "/bench/bare", "fixed TwiML"),
+    ("accept", "/bench/accept", "reference: signature + store the text, one INSERT"),
+    ("floor", "/bench/floor", "reference: the same step in 5 hand-written Core statements"),
+    ("sms", "/twilio/sms", "the product, mid-conversation"),
+)
+
+
 def report(results: dict) -> str:
-    bare, sms = results["wrk"]["bare"], results["wrk"]["sms"]
+    runs = results["wrk"]
+    bare, sms = runs["bare"], runs["sms"]
     fb, fs = results["fixed"]["bare"], results["fixed"]["sms"]
     ratio = sms["rps"] / bare["rps"]
     ok_ratio, ok_p99 = ratio >= TARGET_RATIO, fs["p99_ms"] < TARGET_P99_MS
@@ -331,25 +350,36 @@ def report(results: dict) -> str:
         f"Measured {s['when']} on the development box ({s['machine']}; load average "
         f"{s['load_before']} before the run: other engineers' test suites share the 2 cores, "
         "so figures are noisy). Server: "
-        f"`{s['gunicorn']}` (benchmarks/bench_app.py = the real app plus POST /bench/bare, "
-        f"fixed TwiML), LOG_LEVEL=WARNING, no broker; a fresh PostgreSQL database with one "
-        f"clinic and {s['patients']} patients mid-intake. Every /twilio/sms request is "
-        "pre-signed, has its own MessageSid and answers its patient's next question (never the "
-        "last one), so each does the whole use case: signature check, receipt lookup, patient "
-        "lock, engine step, answer, messages and receipt written, one transaction.",
+        f"`{s['gunicorn']}` (benchmarks/bench_app.py = the real app plus three endpoints that "
+        "exist only for this benchmark), LOG_LEVEL=WARNING, no broker; a fresh PostgreSQL "
+        f"database with one clinic and {s['patients']} patients mid-intake for /twilio/sms "
+        "(and others for /bench/floor). Every request is pre-signed and has its own "
+        "MessageSid. Every /twilio/sms request answers its patient's next question (never the "
+        "last one), so each does the whole use case: signature check, patient lock with the "
+        "clinic and any earlier receipt, active check-in, engine step, check-in update, the "
+        "text and its reply, the receipt, one transaction (five statements and the commit).",
+        "",
+        "The two reference endpoints say where the floor is: /bench/accept checks the "
+        "signature and stores the text (one INSERT and a commit) and replies nothing, the "
+        "least any webhook can do when Twilio does not retry inbound SMS, store-and-forward "
+        "designs included; /bench/floor does the same conversation step as /twilio/sms in five "
+        "hand-written SQLAlchemy Core statements, without the ORM and without the application "
+        "around it (it handles only a consented patient answering, so it measures, it does "
+        "not serve).",
         "",
         f"Closed loop: `wrk -t{s['threads']} -c{s['connections']} -d{s['duration']}s` against "
         "each endpoint in turn, on the same server.",
         "",
-        "| endpoint | requests | req/s | p50 ms | p90 ms | p99 ms | errors / non-2xx "
-        "| CPU ms/req: app + PostgreSQL |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| endpoint | requests | req/s | ratio to bare | p50 ms | p90 ms | p99 ms "
+        "| errors / non-2xx | CPU ms/req: app + PostgreSQL |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, r in (("/bench/bare (fixed TwiML)", bare), ("/twilio/sms (mid-conversation)",
-                                                          sms)):
+    for key, path, what in ENDPOINTS:
+        r = runs[key]
         errors = sum(r[k] for k in ("errors_connect", "errors_read", "errors_write",
                                     "errors_timeout"))
-        lines.append(f"| {name} | {r['requests']} | {r['rps']:.0f} | {r['p50_us'] / 1000:.1f} "
+        lines.append(f"| {path} ({what}) | {r['requests']} | {r['rps']:.0f} | "
+                     f"{r['rps'] / bare['rps']:.2f} | {r['p50_us'] / 1000:.1f} "
                      f"| {r['p90_us'] / 1000:.1f} | {r['p99_us'] / 1000:.1f} | "
                      f"{errors} / {r['non_2xx']} | {r['app_cpu_ms_per_request']:.2f} + "
                      f"{r['pg_cpu_ms_per_request']:.2f} |")
@@ -367,25 +397,25 @@ def report(results: dict) -> str:
     for name, r in (("/bench/bare", fb), ("/twilio/sms", fs)):
         lines.append(f"| {name} | {r['requests']} | {r['failures']} | {r['p50_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} |")
-    cpu_bare = bare["app_cpu_ms_per_request"] + bare["pg_cpu_ms_per_request"]
-    cpu_sms = sms["app_cpu_ms_per_request"] + sms["pg_cpu_ms_per_request"]
+
+    def cpu(r: dict) -> float:
+        return r["app_cpu_ms_per_request"] + r["pg_cpu_ms_per_request"]
+
     lines += [
         "",
         f"**p99 of /twilio/sms at {s['rate']:.0f} req/s = {fs['p99_ms']:.1f} ms** (target < "
         f"{TARGET_P99_MS:.0f} ms: {'met' if ok_p99 else 'NOT met'}).",
         "",
-        "Reading the figures. Both endpoints are CPU-bound on the same 2 cores (wrk, gunicorn "
+        "Reading the figures. Every endpoint is CPU-bound on the same 2 cores (wrk, gunicorn "
         "and PostgreSQL share them, and so do other test runs), so throughput goes with the "
-        f"inverse of CPU per request: the bare endpoint costs {cpu_bare:.2f} ms, the webhook "
-        f"{sms['app_cpu_ms_per_request']:.2f} ms in gunicorn plus "
-        f"{sms['pg_cpu_ms_per_request']:.2f} ms in PostgreSQL, which caps the ratio near "
-        f"{cpu_bare / cpu_sms:.2f}. A ratio of {TARGET_RATIO} would need the whole webhook in "
-        f"about {cpu_bare / TARGET_RATIO:.1f} ms of CPU. The engine step is ~30 µs (section "
-        "'Engine and triage'); the time is the database unit of work: about ten SQLAlchemy ORM "
-        "statements (patient lock, receipt, clinic, active check-in, check-in update, the "
-        "inbound and reply messages, receipt insert) and the commit, each a few hundred µs of "
-        "Python on this box. At "
-        f"{s['rate']:.0f} req/s the webhook needs {s['rate'] * cpu_sms / 1000:.2f} CPU-seconds "
+        f"inverse of CPU per request: the bare endpoint costs {cpu(bare):.2f} ms, storing one "
+        f"text {cpu(runs['accept']):.2f} ms, the hand-written step {cpu(runs['floor']):.2f} ms "
+        f"and the webhook {sms['app_cpu_ms_per_request']:.2f} ms in gunicorn plus "
+        f"{sms['pg_cpu_ms_per_request']:.2f} ms in PostgreSQL. A ratio of {TARGET_RATIO} would "
+        f"need the whole webhook in about {cpu(bare) / TARGET_RATIO:.1f} ms of CPU, which is "
+        "about what a signature check, one INSERT and a commit cost here "
+        f"(/bench/accept's ratio: {runs['accept']['rps'] / bare['rps']:.2f}). At "
+        f"{s['rate']:.0f} req/s the webhook needs {s['rate'] * cpu(sms) / 1000:.2f} CPU-seconds "
         "per second, so its p99 stays low only while the box has that much to spare.",
         "",
     ]
@@ -432,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed_total = int(args.rate * args.fixed_seconds)
     # Patients: the wrk pool answers up to len(REPLIES) rounds; the fixed-rate pool 2 rounds.
     wrk_pool = args.patients
+    floor_pool = args.patients // 2
     fixed_pool = fixed_total // 2 + 1
     warm_pool = 100
     load_before = " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -440,15 +471,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"seeding {wrk_pool + fixed_pool + warm_pool} patients in {make_url(url).database}",
               flush=True)
-        seed(url, wrk_pool + fixed_pool + warm_pool)
+        seed(url, wrk_pool + fixed_pool + warm_pool + floor_pool)
         port = free_port()
         base = f"http://{HOST}:{port}"
         wrk_items = signed_requests(base, 0, wrk_pool, len(REPLIES), "A")
         fixed_items = signed_requests(base, wrk_pool, fixed_pool, 2, "B")
         warm_items = signed_requests(base, wrk_pool + fixed_pool, warm_pool, 2, "C")
+        floor_items = signed_requests(base, wrk_pool + fixed_pool + warm_pool, floor_pool,
+                                      len(REPLIES), "D")
+        # /bench/accept stores each text once: every request needs its own MessageSid.
+        accept_items = signed_requests(base, 0, 2500 * args.duration, 1, "E")
         bare_items = [(sig, body) for sig, body in fixed_items]  # the bare endpoint ignores them
         write_lines(workdir / "sms.txt", wrk_items)
         write_lines(workdir / "bare.txt", wrk_items[:5000])
+        write_lines(workdir / "accept.txt", accept_items)
+        write_lines(workdir / "floor.txt", floor_items)
         results: dict = {"wrk": {}, "fixed": {}}
         with gunicorn(url, port, workdir, args.workers, args.gthreads) as (process,
                                                                       gunicorn_command):
@@ -457,8 +494,11 @@ def main(argv: list[str] | None = None) -> int:
             fixed_rate(port, "/bench/bare", bare_items, rate=100, seconds=2)
             database = make_url(url).database
             for name, path, lines in (("bare", "/bench/bare", workdir / "bare.txt"),
+                                      ("accept", "/bench/accept", workdir / "accept.txt"),
+                                      ("floor", "/bench/floor", workdir / "floor.txt"),
                                       ("sms", "/twilio/sms", workdir / "sms.txt")):
                 print(f"wrk {path} for {args.duration} s", flush=True)
+                settle(url)
                 before = server_cpu(process.pid, database)
                 result = run_wrk(port, path, lines, duration=args.duration,
                                  connections=args.connections, threads=args.threads)
@@ -467,8 +507,9 @@ def main(argv: list[str] | None = None) -> int:
                     result[f"{part}_cpu_ms_per_request"] = (
                         (after[part] - before[part]) * 1000 / max(result["requests"], 1))
                 results["wrk"][name] = result
-                if results["wrk"][name]["wrapped_threads"] and name == "sms":
-                    raise RuntimeError("wrk ran out of prepared requests: use more --patients")
+                if results["wrk"][name]["wrapped_threads"] and name != "bare":
+                    raise RuntimeError(f"wrk ran out of prepared requests for {path}: use more "
+                                       "--patients or a shorter --duration")
             for name, path in (("bare", "/bench/bare"), ("sms", "/twilio/sms")):
                 print(f"{args.rate:.0f} req/s to {path} for {args.fixed_seconds:.0f} s",
                       flush=True)
