@@ -52,6 +52,7 @@ class InboundResult:
     # does not read them again; None when the use case did not have them at hand.
     patient: Patient | None = field(default=None, compare=False, repr=False)
     checkin: CheckIn | None = field(default=None, compare=False, repr=False)
+    send_soon: bool = False  # it queued texts or raised an alert: the sender has work now
 
 
 # ---- lookups ------------------------------------------------------------------------------
@@ -181,6 +182,7 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
     if sid:
         session.execute(_INSERT_RECEIPT, {"sid": sid, "kind": "sms", "created_at": now,
                                           "response_body": json.dumps(result.replies)})
+    result.send_soon = outbox.send_soon(session)
     return result
 
 
@@ -594,6 +596,7 @@ def raise_alert(session: Session, clinic: Clinic, patient: Patient, *, kind: str
                   created_at=now)
     session.add(alert)
     session.flush()
+    outbox.mark_send_soon(session)  # its on-call texts
     log.info("alert %s raised: kind=%s level=%s", alert.id, kind, level)
     return alert
 

@@ -30,6 +30,19 @@ def retry_delay(attempts: int) -> timedelta:
     return delay * random.uniform(0.5, 1.0)
 
 
+_SEND_SOON = "outbox.send_soon"
+
+
+def mark_send_soon(session: Session) -> None:
+    """This unit of work left something for the sender: queued texts, or an alert whose
+    on-call texts are due (the web then wakes the worker instead of waiting for the beat)."""
+    session.info[_SEND_SOON] = True
+
+
+def send_soon(session: Session) -> bool:
+    return bool(session.info.get(_SEND_SOON))
+
+
 def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: datetime,
             patient: Patient | None = None, to: str | None = None, tz: str | None = None,
             checkin=None, alert=None, quiet: bool = True) -> Outbox:
@@ -42,6 +55,7 @@ def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: date
                  body=body, status="pending", not_before=not_before, created_at=now)
     session.add(row)
     session.flush()
+    mark_send_soon(session)
     return row
 
 

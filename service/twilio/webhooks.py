@@ -106,8 +106,9 @@ def sms():
     log.info("inbound sms %s from %s: %d repl%s%s", sid, mask_phone(from_), len(result.replies),
              "y" if len(result.replies) == 1 else "ies",
              f" ({result.reason})" if result.reason else "")
-    if current_app.config.get("REDIS_URL") and not result.duplicate:
-        # On-call texts of an alert this text raised go out now, not at the next beat.
+    if current_app.config.get("REDIS_URL") and result.send_soon:
+        # On-call texts of an alert this text raised go out now, not at the next beat; an
+        # answer that only moved the conversation on leaves the worker alone.
         jobs.send_task("tasks.send_now", config=current_app.config)
     return twiml(result.replies)
 

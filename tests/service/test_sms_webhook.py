@@ -707,6 +707,25 @@ def private_redis():
     client.close()
 
 
+def queued_task_names(client) -> list[str]:
+    return [json.loads(raw)["headers"]["task"] for raw in client.lrange("celery", 0, -1)]
+
+
+def test_the_worker_is_woken_only_by_a_text_that_leaves_it_work(make_app, clinic_number, db,
+                                                                 private_redis):
+    app = make_app(REDIS_URL=PRIVATE_REDIS_URL)
+    phone = Phone(app.test_client(), PATIENT, clinic_number)
+    assert twiml_messages(phone.send("PAIN"))[-1] == ask("intake", "chest_symptoms")
+    assert twiml_messages(phone.send("no")) == [ask("intake", "limb_weakness")]
+    phone.send("no", sid=phone.last_sid)  # a duplicate delivery
+    assert queued_task_names(private_redis) == []  # replies went in the TwiML; nothing queued
+
+    phone.send("yes")  # new weakness: an emergency, whose alert pages the on-call clinician
+    (alert,) = rows(db, Alert)
+    assert alert.level == "emergency"
+    assert queued_task_names(private_redis) == ["tasks.send_now"]
+
+
 def spooled_in_file(app) -> list[dict]:
     path = app.extensions["spool"].path
     if not path.exists():
