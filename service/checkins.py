@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
@@ -35,6 +35,8 @@ from service.store.models import (
 
 log = logging.getLogger(__name__)
 
+# A follow-up due while another conversation is going on is tried again after this.
+DEFER_RECHECK = timedelta(minutes=15)
 # Twilio's own opt-out handling answers these words itself (and blocks later messages).
 ALERT_LEVEL_FOR = {"emergency": "emergency", "urgent": "urgent", "soon": "soon"}
 
@@ -661,8 +663,10 @@ def start_followup(session: Session, followup: FollowUp, now: datetime) -> str:
         followup.status, followup.due_at, followup.claimed_until = "scheduled", allowed, None
         return "quiet"
     if active_checkin(session, patient.id) is not None:
-        # One conversation at a time: this one waits until the current one ends.
+        # One conversation at a time: this one waits until the current one ends, looked at
+        # again every DEFER_RECHECK rather than at every beat (a conversation can last days).
         followup.status, followup.claimed_until = "scheduled", None
+        followup.due_at = now + DEFER_RECHECK
         return "deferred"
     followup.status, followup.attempts = "started", followup.attempts + 1
     _start(session, clinic, patient, "followup", now, reply=False, followup=followup)

@@ -222,7 +222,10 @@ def test_a_followup_waits_while_another_conversation_is_active(worker, clock, ph
     clock.local(2026, 6, 1, 9, 0)
     assert phone.text("PAIN")[0].startswith("Back Clinic: Hi! We will ask")  # a new intake
     assert start_check(worker, clock, datetime(2026, 6, 1, 10, 0, tzinfo=NY)) == []
-    assert one(db, FollowUp, FollowUp.kind == "first").status == "scheduled"
+    first = one(db, FollowUp, FollowUp.kind == "first")
+    # Looked at again in 15 minutes, not at every beat while the intake goes on.
+    assert (first.status, local(first.due_at)) == ("scheduled",
+                                                   datetime(2026, 6, 1, 10, 15, tzinfo=NY))
     # The new intake ends: it opens a new episode and cancels the old one's follow-ups.
     phone.conversation(intake_replies(SELF_CARE))
     statuses = {(f.episode_id, f.kind): f.status for f in rows(db, FollowUp)}
