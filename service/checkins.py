@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from flows import engine, keywords, parsing, triage
@@ -107,8 +109,9 @@ def _lock_sender(session: Session, clinic_phone: str, phone: str,
     until commit on PostgreSQL; None when the number is no patient of the clinic texted.
 
     The receipt is read with the statement's snapshot, taken before any wait on the lock: a
-    duplicate delivery racing the first one can miss it, and then fails on the receipt's unique
-    key at commit and is run again (`run_inbound`), which sees the receipt.
+    duplicate delivery racing the first one can miss it. It then fails on a unique key when it
+    writes the text (`messages.twilio_sid`, else the receipt's key) and its transaction is
+    rolled back; `run_inbound_sms` runs it again, and the new statement sees the receipt.
     """
     row = session.execute(_SENDER, {"sid": sid, "clinic_phone": clinic_phone,
                                     "phone": phone}).one_or_none()
@@ -154,6 +157,9 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
     The replies are returned for the webhook's TwiML and recorded as messages. With
     `replies_via_outbox` (a spooled text replayed after its webhook answered) they are queued in
     the outbox instead, to go out at once; the send records them, so each exists once.
+
+    A duplicate delivery racing the first one raises IntegrityError: call it through
+    `run_inbound_sms`, which runs it again in a new transaction.
     """
     clinic_phone, phone = _phone_or_none(to), _phone_or_none(from_)
     found = _lock_sender(session, clinic_phone, phone, sid) if clinic_phone and phone else None
@@ -178,7 +184,9 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
     result = _inbound(session, clinic, patient, sms)
     _deliver_replies(session, clinic, sms, result, via_outbox=replies_via_outbox)
     # Written as plain rows (nothing reads them back in this unit of work): the ORM's unit of
-    # work would fetch each message's id and cost the webhook a third of its CPU.
+    # work would fetch each message's id and cost the webhook a third of its CPU. The text's
+    # SID is unique in both tables: this is what stops a racing duplicate (see _lock_sender),
+    # so every delivery with a SID must write one of them.
     if sms.messages:
         session.execute(_INSERT_MESSAGES, sms.messages)
     if sid:
@@ -702,10 +710,26 @@ def text_for_holding(lang: str = "en") -> str:
     return messages().get("holding", lang)
 
 
+def run_inbound_sms(db, *, attempts: int = 3, **kwargs) -> InboundResult:
+    """`handle_inbound_sms` in its own transaction. A lost race on a unique key (a duplicate
+    delivery of the same SID, or two first texts from a new number) rolls everything back and
+    runs again: the next run sees what the winner committed, so it has no second effect."""
+    for attempt in range(attempts):
+        try:
+            with db.transaction() as session:
+                return handle_inbound_sms(session, **kwargs)
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            log.info("inbound sms %s lost a race on a unique key; running it again",
+                     kwargs.get("sid"))
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def replay_spooled(db, record: dict, now: datetime) -> None:
     """Processes one spooled inbound message; its replies go out through the outbox at once
     (its webhook answered with the holding text long ago). A record seen before does nothing."""
-    with db.transaction() as session:
-        handle_inbound_sms(session, to=record["to"], from_=record["from"],
-                           body=record.get("body"), sid=record["sid"], now=now,
-                           opt_out_type=record.get("opt_out_type"), replies_via_outbox=True)
+    run_inbound_sms(db, to=record["to"], from_=record["from"], body=record.get("body"),
+                    sid=record["sid"], now=now, opt_out_type=record.get("opt_out_type"),
+                    replies_via_outbox=True)

@@ -7,7 +7,7 @@ import uuid
 import sqlalchemy as sa
 from flask import Blueprint, Flask, abort, current_app, jsonify, render_template, request
 
-from service import clock
+from service import checkins, clock
 from service.phones import normalize_phone
 from service.store import get_db
 from service.store.models import Clinic, ClinicNumber, Message, Outbox, Patient
@@ -41,8 +41,6 @@ def _bad(message: str, status: int = 400):
 
 @bp.post("/api/send")
 def send():
-    from service.twilio.webhooks import run_inbound
-
     data = request.get_json(silent=True) or {}
     try:
         frm = normalize_phone(str(data.get("from", "")))
@@ -50,8 +48,8 @@ def send():
     except ValueError as exc:
         return _bad(str(exc))
     body = str(data.get("body", ""))[:1600]
-    result = run_inbound(get_db(), to=to, from_=frm, body=body,
-                         sid="SIM" + uuid.uuid4().hex, now=clock.now())
+    result = checkins.run_inbound_sms(get_db(), to=to, from_=frm, body=body,
+                                      sid="SIM" + uuid.uuid4().hex, now=clock.now())
     return jsonify({"replies": result.replies, "reason": result.reason})
 
 

@@ -58,19 +58,6 @@ def status_callback_url(app: Flask) -> str | None:
     return base.rstrip("/") + "/twilio/status" if base else None
 
 
-def run_inbound(db, *, to, from_, body, sid, now, opt_out_type=None, attempts: int = 3):
-    """The inbound use case in its own transaction; a lost race on a unique key is retried."""
-    for attempt in range(attempts):
-        try:
-            with db.transaction() as session:
-                return checkins.handle_inbound_sms(session, to=to, from_=from_, body=body,
-                                                   sid=sid, now=now, opt_out_type=opt_out_type)
-        except IntegrityError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.01 * (attempt + 1))
-
-
 @bp.post("/sms")
 def sms():
     verify_signature()
@@ -96,8 +83,8 @@ def sms():
             jobs.send_task("tasks.replay_spool", config=current_app.config)
         return twiml([checkins.text_for_holding()])
     try:
-        result = run_inbound(get_db(), to=to, from_=from_, body=body, sid=sid, now=now,
-                             opt_out_type=form.get("OptOutType"))
+        result = checkins.run_inbound_sms(get_db(), to=to, from_=from_, body=body, sid=sid,
+                                          now=now, opt_out_type=form.get("OptOutType"))
     except DB_UNAVAILABLE as exc:
         where = spool.push(record)
         log.error("database unavailable (%s): inbound %s spooled to %s", type(exc).__name__,

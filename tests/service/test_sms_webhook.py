@@ -658,6 +658,56 @@ def test_use_case_waits_for_another_transaction_on_the_same_patient(phone, clini
 
 
 @POSTGRES_ONLY
+@pytest.mark.parametrize("body", ["no", "STOP"])
+def test_a_duplicate_that_waited_on_the_first_delivery_is_run_again_and_has_no_effect(
+        phone, clinic_number, db, database_url, body):
+    """The duplicate's lock statement reads the receipts before it waits, so it misses the
+    first delivery's; the unique SID rolls it back and run_inbound_sms runs it again."""
+    phone.text("PAIN")
+    other = Database(database_url)
+    sid = new_sid()
+    entered, release, second_done = threading.Event(), threading.Event(), threading.Event()
+    results: dict = {}
+
+    def first():
+        with db.transaction() as session:
+            results["first"] = checkins.handle_inbound_sms(
+                session, to=clinic_number, from_=PATIENT, body=body, sid=sid,
+                now=datetime.now(UTC))
+            entered.set()
+            release.wait(10)
+
+    def second():
+        entered.wait(10)
+        results["second"] = checkins.run_inbound_sms(
+            other, to=clinic_number, from_=PATIENT, body=body, sid=sid, now=datetime.now(UTC))
+        second_done.set()
+
+    before = counts(db)
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    try:
+        for t in threads:
+            t.start()
+        assert entered.wait(10)
+        assert not second_done.wait(0.5)  # queued on the patient row
+        release.set()
+        for t in threads:
+            t.join(10)
+    finally:
+        release.set()
+        other.dispose()
+    first_result, second_result = results["first"], results["second"]
+    assert not first_result.duplicate and second_result.duplicate
+    assert second_result.replies == first_result.replies
+    after = counts(db)
+    assert after["receipts"] == before["receipts"] + 1
+    assert after["messages"] == before["messages"] + 1 + len(first_result.replies)
+    if body == "no":  # answered once: the intake moved on by one question, not two
+        (checkin,) = rows(db, CheckIn)
+        assert checkin.state["node"] == "limb_weakness"
+
+
+@POSTGRES_ONLY
 @pytest.mark.parametrize("known_patient", [True, False], ids=["in-conversation", "new-number"])
 def test_three_concurrent_deliveries_of_one_message_sid_have_one_effect(
         app, phone, clinic_number, db, database_url, known_patient):
