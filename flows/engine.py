@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flows import keywords, parsing, triage
 from flows.loader import messages
 from flows.model import Flow, Node
-from flows.schedule import next_allowed
+from flows.schedule import days_later, next_allowed
 
 UNCLEAR_LIMIT = 3  # the third unclear reply records "not answered" and moves on
 
@@ -278,7 +278,7 @@ def _finish(flow: Flow, state: dict, now: datetime, actions: list, status: str) 
     if not followup and assessment.level is not triage.Level.EMERGENCY:
         # Due dates already respect quiet hours, so the date named in the advice is the real one.
         tz = ctx.get("timezone") or "UTC"
-        followups = tuple(FollowUpDue(kind, next_allowed(now + timedelta(days=days), tz))
+        followups = tuple(FollowUpDue(kind, next_allowed(days_later(now, days, tz), tz))
                           for kind, days in zip(("first", "final"), ctx["followup_days"], strict=True))
         date_at = followups[0].due_at
     elif followup and ctx.get("next_check_at"):

@@ -21,3 +21,11 @@ def next_allowed(now: datetime, tz: str) -> datetime:
 
 def is_allowed(now: datetime, tz: str) -> bool:
     return next_allowed(now, tz) == now
+
+
+def days_later(now: datetime, days: int, tz: str) -> datetime:
+    """The same local time of day `days` calendar days later in `tz` (so a day-28 check keeps
+    its hour across a change of daylight-saving time), as an instant in `now`'s timezone."""
+    zone = ZoneInfo(tz)
+    local = now.astimezone(zone).replace(tzinfo=None) + timedelta(days=days)
+    return local.replace(tzinfo=zone).astimezone(now.tzinfo)

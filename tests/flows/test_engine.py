@@ -8,6 +8,7 @@ import copy
 import json
 import random
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -259,6 +260,20 @@ def test_timeout_ends_with_the_answers_so_far_assessed_incomplete():
     assert engine.next_event_at(state) is None
     assert engine.step(flow, state, Reply("no"), timeout)[1] == []  # finished: nothing more
     assert engine.step(flow, state, Tick(), timeout + timedelta(days=9))[1] == []
+
+
+def test_follow_ups_keep_the_local_hour_of_the_intake_across_a_daylight_saving_change():
+    # Monday 5 October 2026, 14:00 in New York (EDT); clocks go back on 1 November.
+    start = datetime(2026, 10, 5, 18, 0, tzinfo=UTC)
+    flow, state, _ = begin("intake", now=start, timezone="America/New_York")
+    while state["status"] == "active":
+        state, actions = reply(flow, state, VALID[question(flow, state).parse], now=start)
+    out = assert_advice_with_outcome(actions)
+    new_york = ZoneInfo("America/New_York")
+    assert [(f.kind, f.due_at.astimezone(new_york)) for f in out.followups] == [
+        ("first", datetime(2026, 11, 2, 14, 0, tzinfo=new_york)),  # day 28, 14:00 EST
+        ("final", datetime(2026, 11, 16, 14, 0, tzinfo=new_york))]
+    assert "Monday, November 2" in sends(actions)[-1].text
 
 
 def test_a_late_tick_past_the_timeout_ends_without_a_reminder():

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -48,6 +49,7 @@ from tests.service.sms_helpers import (
     twiml_messages,
 )
 
+BOSTON = ZoneInfo("America/New_York")  # the patients' numbers are Boston's (617)
 PATIENT = "+16175550142"
 OTHER_PATIENT = "+16175550143"
 # Monday 3 March 2025, 10:00 in Boston: inside quiet hours everywhere in the US.
@@ -149,9 +151,10 @@ def test_english_intake_from_first_text_to_self_care_advice(phone, clinic, db, c
     assert (episode.status, episode.baseline_pain_score, episode.intake_level) == (
         "open", 3, "self_care")
     followups = rows(db, FollowUp)
+    # Day 28 and day 42 at 10:00 in Boston, as the intake was: EDT by then, so 14:00 UTC.
     assert [(f.kind, f.due_at, f.status) for f in followups] == [
-        ("first", DAYTIME + timedelta(days=28), "scheduled"),
-        ("final", DAYTIME + timedelta(days=42), "scheduled"),
+        ("first", datetime(2025, 3, 31, 14, 0, tzinfo=UTC), "scheduled"),
+        ("final", datetime(2025, 4, 14, 14, 0, tzinfo=UTC), "scheduled"),
     ]
     assert rows(db, Alert) == []
     messages = rows(db, Message)
@@ -236,9 +239,12 @@ def test_every_level_is_reached_over_sms_with_its_alert_and_follow_ups(
     if level == "emergency":
         assert followups == []  # staff own emergency episodes; no automatic follow-up
     else:
-        done = checkin.completed_at
-        assert [(f.kind, f.due_at) for f in followups] == [
-            ("first", done + timedelta(days=28)), ("final", done + timedelta(days=42))]
+        # 28 and 42 calendar days later at the same local time of day (a daylight-saving
+        # change falls in between).
+        done = checkin.completed_at.astimezone(BOSTON)
+        assert [(f.kind, f.due_at.astimezone(BOSTON)) for f in followups] == [
+            ("first", datetime.combine(done.date() + timedelta(days=28), done.time(), BOSTON)),
+            ("final", datetime.combine(done.date() + timedelta(days=42), done.time(), BOSTON))]
 
 
 def test_three_unclear_replies_record_not_answered_and_the_intake_goes_on(phone, clinic, db):
