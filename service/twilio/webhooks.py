@@ -11,6 +11,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from service import checkins, clock, delivery, jobs
+from service.health import add_check
 from service.logging import mask_phone
 from service.spool import Spool
 from service.store import get_db
@@ -25,6 +26,9 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.extensions["spool"] = Spool(redis_url=app.config.get("REDIS_URL"),
                                     spool_dir=app.config["SPOOL_DIR"])
+    # Spooled texts that failed for good (service/spool.py): each is a patient's text nobody
+    # has read; ops look at them by hand.
+    add_check(app, "spool_dead", lambda: app.extensions["spool"].dead_count(), critical=False)
 
 
 def public_url() -> str:

@@ -15,12 +15,13 @@ import psycopg
 import pytest
 import redis
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from flows import engine
 from flows.loader import get_flow
 from service import checkins, outbox
 from service.senders import DryRunSender, TwilioSender
-from service.spool import REDIS_KEY
+from service.spool import DEAD_KEY, REDIS_KEY
 from service.store import Database
 from service.store.models import (
     Alert,
@@ -839,6 +840,38 @@ def test_spooled_texts_are_replayed_in_order_once_the_database_is_back(
     before = counts(db)
     assert spool.replay(lambda record: checkins.replay_spooled(db, record, now)) == 0
     assert counts(db) == before
+
+
+@pytest.mark.parametrize("where", ["file", "redis"])
+def test_a_spooled_record_that_cannot_be_processed_goes_to_the_dead_letters_and_the_rest_go_on(
+        make_app, clinic_number, db, dead_database_url, where, request):
+    redis_url = PRIVATE_REDIS_URL if where == "redis" else None
+    spool_redis = request.getfixturevalue("private_redis") if where == "redis" else None
+    if spool_redis is not None:
+        spool_redis.delete(DEAD_KEY)
+        request.addfinalizer(lambda: spool_redis.delete(DEAD_KEY))
+    app = make_app(REDIS_URL=redis_url)
+    spool = app.extensions["spool"]
+    good = {"sid": new_sid(), "to": clinic_number, "from": PATIENT, "body": "PAIN"}
+    broken = {"sid": new_sid(), "from": PATIENT, "body": "no"}  # no "To": nothing can use it
+    later = {"sid": new_sid(), "to": clinic_number, "from": PATIENT, "body": "no"}
+    for record in (good, broken, later):
+        spool.push(record)
+
+    # The database still away: the replay stops at once and keeps everything, in order.
+    dead_db = Database(dead_database_url)
+    with pytest.raises(OperationalError):
+        spool.replay(lambda record: checkins.replay_spooled(dead_db, record, DAYTIME))
+    dead_db.dispose()
+    assert (spool.pending(), spool.dead_count()) == (3, 0)
+
+    assert spool.replay(lambda record: checkins.replay_spooled(db, record, DAYTIME)) == 2
+    assert spool.pending() == 0
+    (dead,) = spool.dead()
+    assert (dead["record"], dead["error"]) == (broken, "KeyError")
+    assert [m.body for m in rows(db, Message, Message.direction == "in")] == ["PAIN", "no"]
+    assert rows(db, CheckIn)[0].answers["chest_symptoms"] is False  # the later text went on
+    assert app.test_client().get("/healthz").get_json()["spool_dead"] == 1
 
 
 def test_a_spooled_record_replayed_twice_has_one_effect(clinic, clinic_number, db):

@@ -335,7 +335,7 @@ def test_healthz_ok(client):
 
     assert response.status_code == 200
     assert response.get_json() == {"database": "ok", "broker": "ok", "oldest_due_seconds": 0,
-                                   "status": "ok"}
+                                   "spool_dead": 0, "status": "ok"}
 
 
 def test_healthz_503_when_the_database_is_down(tmp_path):
@@ -347,7 +347,8 @@ def test_healthz_503_when_the_database_is_down(tmp_path):
 
     assert response.status_code == 503
     assert response.get_json() == {"database": "error", "broker": "ok",
-                                   "oldest_due_seconds": "error", "status": "error"}
+                                   "oldest_due_seconds": "error", "spool_dead": 0,
+                                   "status": "error"}
 
 
 def test_healthz_reports_but_tolerates_a_non_critical_failure(app, client):
@@ -360,7 +361,7 @@ def test_healthz_reports_but_tolerates_a_non_critical_failure(app, client):
 
     assert response.status_code == 200
     assert response.get_json() == {"broker": "error", "database": "ok",
-                                   "oldest_due_seconds": 0, "status": "ok"}
+                                   "oldest_due_seconds": 0, "spool_dead": 0, "status": "ok"}
 
 
 # ---- CLI ----------------------------------------------------------------------------------

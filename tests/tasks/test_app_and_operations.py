@@ -105,7 +105,8 @@ def test_triage_followups_and_healthz_report_the_backlog(app, client, clinic, cl
     Phone(client, "+16175550155", clinic.numbers[0].phone_e164).conversation(
         ["PAIN", *intake_replies(SELF_CARE)])
     assert client.get("/healthz").get_json() == {"database": "ok", "broker": "ok",
-                                                 "oldest_due_seconds": 0, "status": "ok"}
+                                                 "oldest_due_seconds": 0, "spool_dead": 0,
+                                                 "status": "ok"}
 
     clock.set(datetime(2026, 6, 1, 15, 30, tzinfo=UTC))  # day 28 plus 90 minutes
     body = client.get("/healthz").get_json()
