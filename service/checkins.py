@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from flows import engine, keywords, parsing, triage
@@ -111,7 +109,7 @@ def _lock_sender(session: Session, clinic_phone: str, phone: str,
     The receipt is read with the statement's snapshot, taken before any wait on the lock: a
     duplicate delivery racing the first one can miss it. It then fails on a unique key when it
     writes the text (`messages.twilio_sid`, else the receipt's key) and its transaction is
-    rolled back; `run_inbound_sms` runs it again, and the new statement sees the receipt.
+    rolled back; `Database.run` runs it again, and the new statement sees the receipt.
     """
     row = session.execute(_SENDER, {"sid": sid, "clinic_phone": clinic_phone,
                                     "phone": phone}).one_or_none()
@@ -159,7 +157,7 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
     the outbox instead, to go out at once; the send records them, so each exists once.
 
     A duplicate delivery racing the first one raises IntegrityError: call it through
-    `run_inbound_sms`, which runs it again in a new transaction.
+    `Database.run`, which runs it again in a new transaction.
     """
     clinic_phone, phone = _phone_or_none(to), _phone_or_none(from_)
     found = _lock_sender(session, clinic_phone, phone, sid) if clinic_phone and phone else None
@@ -710,26 +708,9 @@ def text_for_holding(lang: str = "en") -> str:
     return messages().get("holding", lang)
 
 
-def run_inbound_sms(db, *, attempts: int = 3, **kwargs) -> InboundResult:
-    """`handle_inbound_sms` in its own transaction. A lost race on a unique key (a duplicate
-    delivery of the same SID, or two first texts from a new number) rolls everything back and
-    runs again: the next run sees what the winner committed, so it has no second effect."""
-    for attempt in range(attempts):
-        try:
-            with db.transaction() as session:
-                return handle_inbound_sms(session, **kwargs)
-        except IntegrityError:
-            if attempt == attempts - 1:
-                raise
-            log.info("inbound sms %s lost a race on a unique key; running it again",
-                     kwargs.get("sid"))
-            time.sleep(0.01 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 def replay_spooled(db, record: dict, now: datetime) -> None:
     """Processes one spooled inbound message; its replies go out through the outbox at once
     (its webhook answered with the holding text long ago). A record seen before does nothing."""
-    run_inbound_sms(db, to=record["to"], from_=record["from"], body=record.get("body"),
-                    sid=record["sid"], now=now, opt_out_type=record.get("opt_out_type"),
-                    replies_via_outbox=True)
+    db.run(handle_inbound_sms, to=record["to"], from_=record["from"], body=record.get("body"),
+           sid=record["sid"], now=now, opt_out_type=record.get("opt_out_type"),
+           replies_via_outbox=True)

@@ -48,8 +48,8 @@ def send():
     except ValueError as exc:
         return _bad(str(exc))
     body = str(data.get("body", ""))[:1600]
-    result = checkins.run_inbound_sms(get_db(), to=to, from_=frm, body=body,
-                                      sid="SIM" + uuid.uuid4().hex, now=clock.now())
+    result = get_db().run(checkins.handle_inbound_sms, to=to, from_=frm, body=body,
+                          sid="SIM" + uuid.uuid4().hex, now=clock.now())
     return jsonify({"replies": result.replies, "reason": result.reason})
 
 

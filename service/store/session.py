@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
+RACE_ATTEMPTS = 3  # Database.run: one run, and two more after lost unique-key races
 POSTGRES_CONNECT_TIMEOUT_S = 5
 
 
@@ -92,6 +99,23 @@ class Database:
             raise
         finally:
             session.close()
+
+    def run(self, use_case: Callable[..., T], /, **kwargs: Any) -> T:
+        """`use_case(session, **kwargs)` in its own unit of work. A lost race on a unique key
+        (another transaction inserted the same row first: a duplicate webhook, a callback racing
+        the sender) rolls everything back and runs again, up to RACE_ATTEMPTS times in all; the
+        next run sees what the winner committed, so the use case has no second effect."""
+        for attempt in range(RACE_ATTEMPTS):
+            try:
+                with self.transaction() as session:
+                    return use_case(session, **kwargs)
+            except IntegrityError:
+                if attempt == RACE_ATTEMPTS - 1:
+                    raise
+                log.info("%s lost a race on a unique key; running it again",
+                         getattr(use_case, "__name__", "a use case"))
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def ping(self) -> None:
         """Round-trip to the database; raises if it cannot be reached."""

@@ -8,11 +8,9 @@ request is answered with the current prompt instead of being taken as an answer 
 from __future__ import annotations
 
 import logging
-import time
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, current_app, request
-from sqlalchemy.exc import IntegrityError
 from twilio.twiml.voice_response import VoiceResponse
 
 from flows.loader import messages
@@ -88,19 +86,6 @@ def _unavailable() -> Response:
     return _twiml(voice_calls.VoiceReply(say=lines, hangup=True))
 
 
-def run_voice(db, use_case, attempts: int = 3, **kwargs) -> voice_calls.VoiceReply:
-    """One request of a call in its own transaction; a lost race on a unique key is retried."""
-    for attempt in range(attempts):
-        try:
-            with db.transaction() as session:
-                return use_case(session, **kwargs)
-        except IntegrityError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.01 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 def _turn() -> int | None:
     try:
         return int(request.args.get("n", ""))
@@ -128,10 +113,10 @@ def incoming():
     if not sid:
         return _bad_request()
     try:
-        reply = run_voice(get_db(), voice_calls.answer_call, call_sid=sid,
-                          to=form.get("To", ""), from_=form.get("From", ""),
-                          answered_by=form.get("AnsweredBy"), call_id=_call_id(),
-                          now=clock.now())
+        reply = get_db().run(voice_calls.answer_call, call_sid=sid,
+                             to=form.get("To", ""), from_=form.get("From", ""),
+                             answered_by=form.get("AnsweredBy"), call_id=_call_id(),
+                             now=clock.now())
     except DB_UNAVAILABLE as exc:
         log.error("database unavailable (%s) for call %s", type(exc).__name__, sid)
         return _unavailable()
@@ -152,11 +137,11 @@ def follow_on(step: str):
     now = clock.now()
     try:
         if step == "silence":
-            reply = run_voice(get_db(), voice_calls.silence, call_sid=sid, turn=_turn(), now=now)
+            reply = get_db().run(voice_calls.silence, call_sid=sid, turn=_turn(), now=now)
         else:
-            reply = run_voice(get_db(), STEPS[step], call_sid=sid, turn=_turn(),
-                              digits=form.get("Digits", "").strip(),
-                              speech=form.get("SpeechResult", "").strip(), now=now)
+            reply = get_db().run(STEPS[step], call_sid=sid, turn=_turn(),
+                                 digits=form.get("Digits", "").strip(),
+                                 speech=form.get("SpeechResult", "").strip(), now=now)
     except DB_UNAVAILABLE as exc:
         log.error("database unavailable (%s) for call %s", type(exc).__name__, sid)
         return _unavailable()

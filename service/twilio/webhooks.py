@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from flask import Blueprint, Flask, Response, abort, current_app, request
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -87,8 +86,8 @@ def sms():
             jobs.send_task("tasks.replay_spool", config=current_app.config)
         return twiml([checkins.text_for_holding()])
     try:
-        result = checkins.run_inbound_sms(get_db(), to=to, from_=from_, body=body, sid=sid,
-                                          now=now, opt_out_type=form.get("OptOutType"))
+        result = get_db().run(checkins.handle_inbound_sms, to=to, from_=from_, body=body,
+                              sid=sid, now=now, opt_out_type=form.get("OptOutType"))
     except DB_UNAVAILABLE as exc:
         where = spool.push(record)
         log.error("database unavailable (%s): inbound %s spooled to %s", type(exc).__name__,
@@ -122,16 +121,8 @@ def status():
         error_code = int(code) if code else None
     except ValueError:
         error_code = None
-    for attempt in range(3):
-        try:
-            with get_db().transaction() as session:
-                delivery.record_status(session, sid=sid, status=state, error_code=error_code,
-                                       now=clock.now(), to=form.get("To"))
-            break
-        except IntegrityError:
-            # The sender recorded this message while we did (a callback that came quickly):
-            # the next attempt finds its row. Twilio does not retry a callback we fail.
-            if attempt == 2:
-                raise
-            time.sleep(0.01 * (attempt + 1))
+    # A race lost to the sender recording this message while we did (a callback that came
+    # quickly) is run again and finds its row: Twilio does not retry a callback we fail.
+    get_db().run(delivery.record_status, sid=sid, status=state, error_code=error_code,
+                 now=clock.now(), to=form.get("To"))
     return Response("", status=204)

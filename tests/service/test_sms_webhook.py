@@ -669,7 +669,7 @@ def test_use_case_waits_for_another_transaction_on_the_same_patient(phone, clini
 def test_a_duplicate_that_waited_on_the_first_delivery_is_run_again_and_has_no_effect(
         phone, clinic_number, db, database_url, body):
     """The duplicate's lock statement reads the receipts before it waits, so it misses the
-    first delivery's; the unique SID rolls it back and run_inbound_sms runs it again."""
+    first delivery's; the unique SID rolls it back and Database.run runs it again."""
     phone.text("PAIN")
     other = Database(database_url)
     sid = new_sid()
@@ -686,8 +686,8 @@ def test_a_duplicate_that_waited_on_the_first_delivery_is_run_again_and_has_no_e
 
     def second():
         entered.wait(10)
-        results["second"] = checkins.run_inbound_sms(
-            other, to=clinic_number, from_=PATIENT, body=body, sid=sid, now=datetime.now(UTC))
+        results["second"] = other.run(checkins.handle_inbound_sms, to=clinic_number,
+                                      from_=PATIENT, body=body, sid=sid, now=datetime.now(UTC))
         second_done.set()
 
     before = counts(db)

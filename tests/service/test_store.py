@@ -25,6 +25,7 @@ from service.store.models import (
     Episode,
     FollowUp,
     Patient,
+    WebhookReceipt,
 )
 
 # ---- migrations ---------------------------------------------------------------------------
@@ -262,6 +263,47 @@ def test_transaction_rolls_back_on_error(db, make_clinic):
 
     with db.transaction() as session:
         assert session.scalars(sa.select(Patient)).all() == []
+
+
+def _receipts(db) -> int:
+    with db.transaction() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(WebhookReceipt))
+
+
+def test_run_runs_a_use_case_again_after_it_lost_a_race_on_a_unique_key(db):
+    now = datetime(2030, 3, 1, 9, 30, tzinfo=UTC)
+    with db.transaction() as session:  # the winner of the race
+        session.add(WebhookReceipt(sid="SMrace", kind="sms", response_body="[1]", created_at=now))
+    calls = []
+
+    def record_once(session, *, sid):
+        calls.append(sid)
+        # The first run did not see the winner's row (as a snapshot taken before it can miss).
+        if len(calls) == 1 or session.get(WebhookReceipt, sid) is None:
+            session.add(WebhookReceipt(sid=sid, kind="sms", response_body="[2]",
+                                       created_at=now))
+            session.flush()
+            return "recorded"
+        return "seen"
+
+    assert db.run(record_once, sid="SMrace") == "seen"
+    assert calls == ["SMrace", "SMrace"] and _receipts(db) == 1
+
+
+def test_run_gives_up_after_three_lost_races_and_commits_nothing(db):
+    now = datetime(2030, 3, 1, 9, 30, tzinfo=UTC)
+    with db.transaction() as session:
+        session.add(WebhookReceipt(sid="SMrace", kind="sms", response_body="[1]", created_at=now))
+    calls = []
+
+    def always_insert(session):
+        calls.append(1)
+        session.add(WebhookReceipt(sid="SMrace", kind="sms", response_body="[2]", created_at=now))
+        session.flush()
+
+    with pytest.raises(exc.IntegrityError):
+        db.run(always_insert)
+    assert len(calls) == 3 and _receipts(db) == 1
 
 
 def test_committed_objects_stay_readable_after_the_transaction(db, make_clinic):
