@@ -623,32 +623,25 @@ def test_two_texts_from_one_patient_at_once_are_processed_one_after_the_other(
     assert (checkin.answers["chest_symptoms"], checkin.answers["limb_weakness"]) == (False, False)
 
 
-@POSTGRES_ONLY
-def test_use_case_waits_for_another_transaction_on_the_same_patient(phone, clinic_number, db,
-                                                                   database_url):
-    phone.text("PAIN")
+def first_holds_its_transaction_while_second_runs(db, database_url, first, second) -> dict:
+    """Runs `first(session)` in a transaction held open until `second(other)` (on a Database
+    of its own) is seen waiting for it; returns both results as {"first": .., "second": ..}."""
     other = Database(database_url)
-    entered, release = threading.Event(), threading.Event()
-    second_done = threading.Event()
-    replies: dict = {}
+    entered, release, second_done = threading.Event(), threading.Event(), threading.Event()
+    results: dict = {}
 
-    def first():
+    def run_first():
         with db.transaction() as session:
-            replies["first"] = checkins.handle_inbound_sms(
-                session, to=clinic_number, from_=PATIENT, body="no", sid=new_sid(),
-                now=datetime.now(UTC)).replies
+            results["first"] = first(session)
             entered.set()
             release.wait(10)
 
-    def second():
+    def run_second():
         entered.wait(10)
-        with other.transaction() as session:
-            replies["second"] = checkins.handle_inbound_sms(
-                session, to=clinic_number, from_=PATIENT, body="no", sid=new_sid(),
-                now=datetime.now(UTC)).replies
+        results["second"] = second(other)
         second_done.set()
 
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads = [threading.Thread(target=run_first), threading.Thread(target=run_second)]
     try:
         for t in threads:
             t.start()
@@ -660,6 +653,20 @@ def test_use_case_waits_for_another_transaction_on_the_same_patient(phone, clini
     finally:
         release.set()
         other.dispose()
+    return results
+
+
+@POSTGRES_ONLY
+def test_use_case_waits_for_another_transaction_on_the_same_patient(phone, clinic_number, db,
+                                                                   database_url):
+    phone.text("PAIN")
+
+    def answer_no(session):
+        return checkins.handle_inbound_sms(session, to=clinic_number, from_=PATIENT, body="no",
+                                           sid=new_sid(), now=datetime.now(UTC)).replies
+
+    replies = first_holds_its_transaction_while_second_runs(
+        db, database_url, answer_no, lambda other: other.run(answer_no))
     assert replies == {"first": [ask("intake", "limb_weakness")],
                        "second": [ask("intake", "bowel_bladder")]}
 
@@ -671,38 +678,15 @@ def test_a_duplicate_that_waited_on_the_first_delivery_is_run_again_and_has_no_e
     """The duplicate's lock statement reads the receipts before it waits, so it misses the
     first delivery's; the unique SID rolls it back and Database.run runs it again."""
     phone.text("PAIN")
-    other = Database(database_url)
     sid = new_sid()
-    entered, release, second_done = threading.Event(), threading.Event(), threading.Event()
-    results: dict = {}
 
-    def first():
-        with db.transaction() as session:
-            results["first"] = checkins.handle_inbound_sms(
-                session, to=clinic_number, from_=PATIENT, body=body, sid=sid,
-                now=datetime.now(UTC))
-            entered.set()
-            release.wait(10)
-
-    def second():
-        entered.wait(10)
-        results["second"] = other.run(checkins.handle_inbound_sms, to=clinic_number,
-                                      from_=PATIENT, body=body, sid=sid, now=datetime.now(UTC))
-        second_done.set()
+    def deliver(session):
+        return checkins.handle_inbound_sms(session, to=clinic_number, from_=PATIENT, body=body,
+                                           sid=sid, now=datetime.now(UTC))
 
     before = counts(db)
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    try:
-        for t in threads:
-            t.start()
-        assert entered.wait(10)
-        assert not second_done.wait(0.5)  # queued on the patient row
-        release.set()
-        for t in threads:
-            t.join(10)
-    finally:
-        release.set()
-        other.dispose()
+    results = first_holds_its_transaction_while_second_runs(
+        db, database_url, deliver, lambda other: other.run(deliver))
     first_result, second_result = results["first"], results["second"]
     assert not first_result.duplicate and second_result.duplicate
     assert second_result.replies == first_result.replies
