@@ -178,7 +178,8 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
     if sid and answered is not None:
         return InboundResult(json.loads(answered), duplicate=True)
     text = (body or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
-    sms = _Text(clinic_phone or clinic_number(clinic) or "", phone, text, sid, now, opt_out_type)
+    # clinic_phone is set: the clinic was found by it.
+    sms = _Text(clinic_phone, phone, text, sid, now, opt_out_type)
     result = _inbound(session, clinic, patient, sms)
     _deliver_replies(session, clinic, sms, result, via_outbox=replies_via_outbox)
     # Written as plain rows (nothing reads them back in this unit of work): the ORM's unit of
