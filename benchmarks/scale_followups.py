@@ -69,7 +69,7 @@ def seed(url: str, total: int, due: int) -> float:
     """TOTAL follow-ups (one patient and open episode each), DUE of them due now; seconds."""
     import psycopg
 
-    from service.clinics import create_clinic
+    from service.accounts.clinics import create_clinic
     from service.store import Database
     from tests.e2e.harness import noon_timezone
 
@@ -152,7 +152,7 @@ def explain_claim(url: str) -> list[str]:
     import sqlalchemy as sa
     from sqlalchemy.dialects import postgresql
 
-    from service import followups
+    from service.followups import schedule as followups
     from service.store import make_engine
     from service.store.models import FollowUp
 
@@ -236,8 +236,8 @@ def cmd_claim(args) -> None:
 
 
 def seed_outbox(url: str, *, numbers: int, texts: int) -> None:
-    from service import outbox
-    from service.clinics import create_clinic
+    from service.accounts.clinics import create_clinic
+    from service.messaging import outbox
     from service.store import Database
     from service.store.models import Patient
     from tests.e2e.harness import clinic_phone, noon_timezone, patient_phone

@@ -114,8 +114,8 @@ def patient_phone(n: int) -> str:
 def seed(url: str, patients: int) -> None:
     """Migrates, then one clinic and `patients` patients who each started an intake by
     texting PAIN (so each has consent and an active check-in waiting for its first answer)."""
-    from service.checkins import handle_inbound_sms
-    from service.clinics import create_clinic
+    from service.accounts.clinics import create_clinic
+    from service.conversations.checkins import handle_inbound_sms
     from service.store import Database
     from service.store.migrate import upgrade
 

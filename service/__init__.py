@@ -9,9 +9,10 @@ from flask import Flask
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Configuration from the environment, then `test_config` on top; nothing connects yet."""
-    from service import api, dashboard, health, operations, simulator, store, twilio
+    from service import store
     from service.config import load_config
-    from service.logging import configure_logging
+    from service.logs import configure_logging
+    from service.web import api, dashboard, health, operations, simulator, twilio
 
     config = load_config(test_config)
     configure_logging(config["LOG_LEVEL"])

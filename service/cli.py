@@ -27,7 +27,7 @@ def main() -> None:
 def chat(lang: str, followup: bool, baseline: int | None, final: bool,
          cancer_history: bool) -> None:
     """Talk to the real check-in flow in this terminal, as a patient would by SMS."""
-    from service.chat import run_chat
+    from service.conversations.chat import run_chat
 
     if not followup and (baseline is not None or final or cancer_history):
         raise click.UsageError("--baseline, --final and --cancer-history need --followup")
@@ -96,7 +96,7 @@ def clinic_create(
     region: str,
 ) -> None:
     """Create a clinic; prints its id."""
-    from service.clinics import create_clinic, parse_keywords
+    from service.accounts.clinics import create_clinic, parse_keywords
 
     try:
         with get_db().transaction() as session:
@@ -123,7 +123,7 @@ def clinic_create(
 @clinic.command("list")
 def clinic_list() -> None:
     """One line per clinic: id, name, timezone, numbers."""
-    from service.clinics import list_clinics
+    from service.accounts.clinics import list_clinics
 
     with get_db().transaction() as session:
         clinics = list_clinics(session)
@@ -149,8 +149,10 @@ def enroll(clinic_id: int, phone: str, name: str | None, dob, language: str,
     import zoneinfo
     from datetime import date
 
-    from service import audit, checkins, clock
+    from service import clock
+    from service.conversations import checkins
     from service.phones import normalize_phone
+    from service.records import audit
     from service.store.models import Clinic
 
     now = clock.now()
@@ -184,7 +186,7 @@ def enroll(clinic_id: int, phone: str, name: str | None, dob, language: str,
 def followups_command(show: str, limit: int) -> None:
     """Follow-ups due now, pending (scheduled later), failed (paused, or a text failed)."""
     from service import clock
-    from service.followups import report
+    from service.followups.schedule import report
 
     now = clock.now()
     with get_db().transaction() as session:
@@ -214,7 +216,7 @@ def token_create(clinic_id: int, name: str, read_only: bool) -> None:
     """Create a token; it is printed once and only its hash is kept."""
     from datetime import UTC, datetime
 
-    from service.api_tokens import create_token
+    from service.accounts.api_tokens import create_token
 
     try:
         with get_db().transaction() as session:
@@ -230,7 +232,7 @@ def token_create(clinic_id: int, name: str, read_only: bool) -> None:
 @click.option("--clinic", "clinic_id", type=int, help="Only this clinic's tokens.")
 def token_list(clinic_id: int | None) -> None:
     """One line per token: id, clinic, name, read-only, created, revoked."""
-    from service.api_tokens import list_tokens
+    from service.accounts.api_tokens import list_tokens
 
     with get_db().transaction() as session:
         rows = list_tokens(session, clinic_id)
@@ -247,7 +249,7 @@ def token_revoke(token_id: int) -> None:
     """Revoke a token: requests with it get 401 from now on."""
     from datetime import UTC, datetime
 
-    from service.api_tokens import revoke_token
+    from service.accounts.api_tokens import revoke_token
 
     try:
         with get_db().transaction() as session:
@@ -272,7 +274,7 @@ def staff() -> None:
 def staff_create(clinic_id: int, email: str, role: str, password: str) -> None:
     """Create a staff login for the dashboard; prints its id."""
     from service import clock
-    from service.staff import StaffError, create_staff
+    from service.accounts.staff import StaffError, create_staff
 
     try:
         with get_db().transaction() as session:
@@ -292,7 +294,7 @@ def demo() -> None:
 def demo_seed() -> None:
     """Create (or find) "Demo Clinic" on +16175550100 and an admin login; prints the login."""
     from service import clock
-    from service.demo import seed_demo
+    from service.accounts.demo import seed_demo
 
     try:
         with get_db().transaction() as session:

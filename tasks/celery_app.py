@@ -13,9 +13,10 @@ from typing import Any
 
 from celery import Celery, signals
 
-from service import clock, jobs
+from service import clock
+from service import taskqueue as jobs
 from service.config import load_config
-from service.logging import PhoneMaskingFilter, configure_logging
+from service.logs import PhoneMaskingFilter, configure_logging
 from tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,11 @@ import logging
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from service import checkins, followups, oncall, outbox
-from service.spool import Spool
+from service.conversations import checkins
+from service.followups import oncall
+from service.followups import schedule as followups
+from service.messaging import outbox
+from service.messaging.spool import Spool
 from service.store.models import CheckIn, FollowUp, Patient
 
 log = logging.getLogger("tasks")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from service import clock
-from service.ratelimit import RateLimiter
-from service.senders import Sender, sender_from_config
+from service.messaging.ratelimit import RateLimiter
+from service.messaging.senders import Sender, sender_from_config
 from service.store import Database
 
 log = logging.getLogger(__name__)

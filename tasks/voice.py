@@ -1,6 +1,6 @@
 """Voice tasks: the follow-up's 48-hour no-reply step (reminder calls) and placing due calls.
 
-Thin like the other tasks: ids in, one service function each (`service.voice_calls`); every
+Thin like the other tasks: ids in, one service function each (`service.voice.calls`); every
 call attempt is a row first, so a lost task only delays a call until the next beat.
 Beat entries (tasks.celery_app.BEAT_JOBS), with "tasks.voice" among the app's imports:
     "request-reminder-calls": "tasks.request_reminder_calls",
@@ -13,8 +13,8 @@ import logging
 
 from celery import shared_task
 
-from service import voice_calls
-from service.callers import caller_from_config
+from service.voice import calls as voice_calls
+from service.voice.callers import caller_from_config
 from tasks.jobs import RETRY
 
 log = logging.getLogger("tasks")

@@ -206,10 +206,10 @@ def db(app: Flask) -> Database:
 def make_clinic(db: Database) -> Callable[..., Clinic]:
     """make_clinic(**kw) -> a committed Clinic (detached, attributes loaded).
 
-    Keywords are those of service.clinics.create_clinic; by default a unique name and one
+    Keywords are those of service.accounts.clinics.create_clinic; by default a unique name and one
     unique Twilio number (+1 617 555 01nn).
     """
-    from service.clinics import create_clinic
+    from service.accounts.clinics import create_clinic
 
     counter = itertools.count(100)
 

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from flows import engine
 from flows.loader import get_flow
-from service import api_tokens, checkins
+from service.accounts import api_tokens
+from service.conversations import checkins
 from service.store import Database
 from service.store.models import CheckIn, Clinic, FollowUp, Patient
 

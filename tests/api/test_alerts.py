@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from flows.triage import RULE_TEXT
-from service import checkins
+from service.conversations import checkins
 from service.store.models import Alert, AuditLog, Clinic, Episode, FollowUp, Patient
 from tests.api.conftest import (
     FOLLOWUP_GONE,

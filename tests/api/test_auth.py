@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from service import api_tokens
+from service.accounts import api_tokens
 from service.store.models import ApiToken, AuditLog
 from tests.api.conftest import API, NOW, Api, error_of
 
@@ -86,8 +86,8 @@ def test_the_openapi_document_needs_no_token(client):
 
 
 def test_every_operation_of_the_document_is_served(app):
-    from service.api.openapi import raw
-    from service.api.validation import openapi_path
+    from service.web.api.openapi import raw
+    from service.web.api.validation import openapi_path
 
     served = {(openapi_path(rule.rule, API), method.lower())
               for rule in app.url_map.iter_rules() if rule.rule.startswith(API + "/")

@@ -15,10 +15,10 @@ from schemathesis import DataGenerationMethod
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.experimental import OPEN_API_3_1
 
-from service import checkins
-from service.api import openapi
-from service.clinics import create_clinic
+from service.accounts.clinics import create_clinic
+from service.conversations import checkins
 from service.store import get_db
+from service.web.api import openapi
 from tests.api.conftest import (
     EMERGENCY_WEAKNESS,
     NOW,
@@ -34,7 +34,8 @@ MAX_EXAMPLES = 25
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory, _sqlite_template):
     """An app on SQLite with two clinics, patients in every state, alerts and a token."""
-    from service import api_tokens, create_app
+    from service import create_app
+    from service.accounts import api_tokens
 
     path = tmp_path_factory.mktemp("schemathesis") / "triage.db"
     shutil.copyfile(_sqlite_template, path)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from service import checkins
+from service.conversations import checkins
 from tests.api.conftest import NOW, Patients
 
 AUTH_TOKEN = "fuzz-twilio-auth-token"
@@ -54,7 +54,7 @@ FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
 def sms_app(make_app, db):
     app = make_app(TWILIO_AUTH_TOKEN=AUTH_TOKEN, PUBLIC_BASE_URL=PUBLIC_BASE_URL,
                    LOG_LEVEL="WARNING")
-    from service.clinics import create_clinic
+    from service.accounts.clinics import create_clinic
     from service.store import get_db
 
     database = get_db(app)

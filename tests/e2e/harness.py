@@ -382,7 +382,7 @@ def seed_due_followups(database_url: str, count: int, *, clinics: int = 1,
     """`count` patients (consented, each with an open episode and a follow-up due now), spread
     over `clinics` clinics (one sending number each), through the service layer's models.
     Returns the patients' phone numbers."""
-    from service.clinics import create_clinic
+    from service.accounts.clinics import create_clinic
     from service.store import Database
     from service.store.models import Episode, FollowUp, Patient
 
@@ -418,7 +418,7 @@ def seed_due_followups(database_url: str, count: int, *, clinics: int = 1,
 
 
 def seed_clinic(database_url: str, *, number: str, timezone: str | None = None) -> None:
-    from service.clinics import create_clinic
+    from service.accounts.clinics import create_clinic
     from service.store import Database
 
     db = Database(database_url)

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from service import checkins, create_app
-from service.clinics import create_clinic
-from service.staff import create_staff
+from service import create_app
+from service.accounts.clinics import create_clinic
+from service.accounts.staff import create_staff
+from service.conversations import checkins
 from service.store import get_db, migrate
 from tests.service.sms_helpers import (
     ACCOUNT_SID,

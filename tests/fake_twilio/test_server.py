@@ -22,7 +22,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
-from service.senders import SendError, TwilioSender
+from service.messaging.senders import SendError, TwilioSender
 from tests.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioClient, FakeTwilioServer
 
 PATIENT = "+16175550123"

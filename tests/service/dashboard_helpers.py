@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from service.staff import create_staff
+from service.accounts.staff import create_staff
 from service.store import Database
 
 PASSWORD = "correct-horse-battery"

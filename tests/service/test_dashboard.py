@@ -12,11 +12,10 @@ import jsonschema
 import pytest
 import sqlalchemy as sa
 
-from service import checkins
+from service.accounts.staff import ADDRESS_MAX_FAILURES, MAX_FAILED_LOGINS, authenticate
 from service.cli import main
-from service.dashboard.views import CSP
-from service.exports import ITEM_TYPES
-from service.staff import ADDRESS_MAX_FAILURES, MAX_FAILED_LOGINS, authenticate
+from service.conversations import checkins
+from service.records.exports import ITEM_TYPES
 from service.store.models import (
     Alert,
     AuditLog,
@@ -29,6 +28,7 @@ from service.store.models import (
     Patient,
     Staff,
 )
+from service.web.dashboard.views import CSP
 from tests.service.dashboard_helpers import PASSWORD, StaffClient, make_staff
 from tests.service.sms_helpers import SMS_CONFIG, Phone, intake_answers, rows
 
@@ -189,7 +189,7 @@ def test_one_address_that_keeps_failing_is_refused_for_every_account(client, sta
 
 
 def test_changing_the_password_ends_existing_sessions(db, web, staff_a):
-    from service.staff import set_password
+    from service.accounts.staff import set_password
 
     assert web.get("/dashboard/").status_code == 200
     with db.transaction() as session:

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from flows.triage import RULE_TEXT
-from service.dashboard import presenters
-from service.dashboard.forms import parse_enroll
 from service.store.models import CheckIn, Episode
+from service.web.dashboard import presenters
+from service.web.dashboard.forms import parse_enroll
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 

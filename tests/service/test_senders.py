@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service import checkins, outbox
-from service.senders import (
+from service.conversations import checkins
+from service.messaging import outbox
+from service.messaging.senders import (
     DryRunSender,
     SendError,
     SendResult,

@@ -19,9 +19,10 @@ from sqlalchemy.exc import OperationalError
 
 from flows import engine
 from flows.loader import get_flow
-from service import checkins, outbox
-from service.senders import DryRunSender, TwilioSender
-from service.spool import DEAD_KEY, REDIS_KEY
+from service.conversations import checkins
+from service.messaging import outbox
+from service.messaging.senders import DryRunSender, TwilioSender
+from service.messaging.spool import DEAD_KEY, REDIS_KEY
 from service.store import Database
 from service.store.models import (
     Alert,

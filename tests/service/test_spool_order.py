@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service import checkins
+from service.conversations import checkins
 from service.store.models import Message
 from tests.service.sms_helpers import SMS_CONFIG, Phone, rows, twiml_messages
 

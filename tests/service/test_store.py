@@ -12,8 +12,7 @@ from sqlalchemy import exc
 from service import create_app
 from service.cli import main
 from service.config import ConfigError, load_config
-from service.health import add_check
-from service.logging import mask_phone
+from service.logs import mask_phone
 from service.phones import normalize_phone
 from service.store import get_db, make_engine, migrate
 from service.store.models import (
@@ -27,6 +26,7 @@ from service.store.models import (
     Patient,
     WebhookReceipt,
 )
+from service.web.health import add_check
 
 # ---- migrations ---------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 import yaml
 
 from flows.loader import get_flow
-from service import checkins, clock, voice_calls, voice_sim
-from service.callers import TwilioCaller
+from service import clock
+from service.conversations import checkins
 from service.store.models import (
     Alert,
     Call,
@@ -25,6 +25,9 @@ from service.store.models import (
     Outbox,
     Patient,
 )
+from service.voice import calls as voice_calls
+from service.voice import simulated as voice_sim
+from service.voice.callers import TwilioCaller
 from tests.service.voice_helpers import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -779,7 +782,7 @@ def test_with_the_database_away_a_caller_hears_to_call_back_and_the_call_ends(ma
 
 
 def test_erasing_a_patient_erases_their_calls_too(phone, db):
-    from service.patient_records import erase_patient
+    from service.records.patients import erase_patient
 
     phone.dial()
     phone.press("1")

@@ -22,7 +22,7 @@ import redis
 
 from service.clock import FAKE_NOW
 from service.config import load_config
-from service.senders import TwilioSender
+from service.messaging.senders import TwilioSender
 from tests.conftest import _truncate_all
 from tests.tasks.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi, FakeTwilioHttpClient
 from tests.tasks.helpers import PUBLIC_BASE_URL, WEBHOOK_TOKEN

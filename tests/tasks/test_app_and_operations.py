@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from service import clock as service_clock
-from service import jobs
+from service import taskqueue as jobs
 from service.cli import main
 from service.config import ConfigError, load_config
 from service.store.models import FollowUp

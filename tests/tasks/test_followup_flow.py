@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from service import followups
+from service.followups import schedule as followups
 from service.store.models import Alert, CheckIn, Episode, FollowUp, Message, Outbox
 from tests.tasks.helpers import (
     FOLLOWUP_NO_FLAGS,

@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service import checkins, jobs
+from service import taskqueue as jobs
 from service.config import load_config
-from service.ratelimit import RateLimiter
+from service.conversations import checkins
+from service.messaging.ratelimit import RateLimiter
 from service.store import Database, migrate
 from service.store.models import FollowUp, Message, Outbox
 from tests.tasks.conftest import REDIS_URL
@@ -74,7 +75,7 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
     db = Database(database_url)
     try:
         with db.transaction() as session:
-            from service.clinics import create_clinic
+            from service.accounts.clinics import create_clinic
 
             clinic = create_clinic(session, name="Rate Clinic", numbers=["+16175550106"])
             for n in range(patients):
@@ -129,7 +130,7 @@ def test_embedded_broker_worker_and_beat_send_a_followup_when_the_clock_is_moved
     intake_at = datetime(2026, 5, 4, 10, 0, tzinfo=NY)
     try:
         with db.transaction() as session:
-            from service.clinics import create_clinic
+            from service.accounts.clinics import create_clinic
 
             create_clinic(session, name="Laptop Clinic", numbers=["+16175550107"])
         for n, body in enumerate(["PAIN", *intake_replies(SELF_CARE)]):

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from service import checkins, outbox
+from service.conversations import checkins
+from service.messaging import outbox
 from service.store.models import Alert, Clinic, Message, Outbox, Patient
 from tests.tasks.helpers import Phone, one, rows, run_beat, run_task
 

@@ -1,0 +1,1 @@
+"""Accounts: clinics and their numbers, staff sign-in, API tokens, the demo clinic."""

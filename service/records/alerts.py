@@ -1,0 +1,137 @@
+"""Alert use cases for clinic staff and systems: list, acknowledge, resolve (API and dashboard).
+
+Resolving the alert of a final follow-up check whose level is `soon` or higher closes the
+episode as "referred" (CLINICAL.md section 4).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from service.conversations.checkins import cancel_followups
+from service.records import audit
+from service.store.models import Alert, CheckIn, Episode
+
+log = logging.getLogger(__name__)
+
+# Most pressing first: the order of the clinic's worklist.
+LEVEL_ORDER = ("emergency", "urgent", "soon", "info")
+REFERRAL_LEVELS = ("emergency", "urgent", "soon")
+MAX_NOTE_LENGTH = 2000
+
+
+class AlertStateError(Exception):
+    """The alert is not in a state that allows this (maps to 409 in the API)."""
+
+
+def level_rank():
+    """An SQL expression ordering alerts by level: 0 for emergency, 3 for info."""
+    return sa.case({level: rank for rank, level in enumerate(LEVEL_ORDER)}, value=Alert.level,
+                   else_=len(LEVEL_ORDER))
+
+
+def get_alert(session: Session, clinic_id: int, alert_id: int, *,
+              for_update: bool = False) -> Alert | None:
+    """The clinic's alert, or None (another clinic's alert does not exist for this one)."""
+    query = sa.select(Alert).where(Alert.id == alert_id, Alert.clinic_id == clinic_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.execute(query).scalar_one_or_none()
+
+
+def list_alerts(session: Session, clinic_id: int, *, status: str | None = None,
+                level: str | None = None, kind: str | None = None,
+                patient_id: int | None = None, after: tuple[int, datetime, int] | None = None,
+                limit: int = 50) -> list[Alert]:
+    """Alerts by level (emergency first), then oldest first; `after` is the key of the last
+    alert of the previous page, (level rank, created_at, id)."""
+    rank = level_rank()
+    query = sa.select(Alert).where(Alert.clinic_id == clinic_id)
+    if status is not None:
+        query = query.where(Alert.status == status)
+    if level is not None:
+        query = query.where(Alert.level == level)
+    if kind is not None:
+        query = query.where(Alert.kind == kind)
+    if patient_id is not None:
+        query = query.where(Alert.patient_id == patient_id)
+    if after is not None:
+        after_rank, after_created, after_id = after
+        query = query.where(sa.or_(
+            rank > after_rank,
+            sa.and_(rank == after_rank, Alert.created_at > after_created),
+            sa.and_(rank == after_rank, Alert.created_at == after_created, Alert.id > after_id),
+        ))
+    query = query.order_by(rank, Alert.created_at, Alert.id).limit(limit)
+    return list(session.execute(query).scalars())
+
+
+def sort_key(alert: Alert) -> tuple[int, datetime, int]:
+    """The (level rank, created_at, id) key `list_alerts(after=...)` continues from."""
+    rank = LEVEL_ORDER.index(alert.level) if alert.level in LEVEL_ORDER else len(LEVEL_ORDER)
+    return rank, alert.created_at, alert.id
+
+
+def acknowledge_alert(session: Session, alert: Alert, *, actor_type: str, actor_id: str | int,
+                      now: datetime) -> Alert:
+    """Marks an open alert as seen; acknowledging it again changes nothing; a resolved one
+    raises AlertStateError."""
+    if alert.status == "resolved":
+        raise AlertStateError("the alert is already resolved")
+    if alert.status == "acknowledged":
+        return alert
+    alert.status, alert.acknowledged_at = "acknowledged", now
+    alert.acknowledged_by = f"{actor_type}:{actor_id}"
+    audit.record(session, clinic_id=alert.clinic_id, patient_id=alert.patient_id,
+                 action="alert_acknowledged", actor_type=actor_type, actor_id=actor_id,
+                 detail={"alert_id": alert.id}, now=now)
+    return alert
+
+
+def resolve_alert(session: Session, alert: Alert, *, actor_type: str, actor_id: str | int,
+                  note: str, now: datetime) -> Alert:
+    """Resolves an open or acknowledged alert with staff's note.
+
+    When it is the alert of a final follow-up check at `soon` or higher, the still-open episode
+    becomes "referred" and its pending follow-ups are cancelled.
+    """
+    note = (note or "").strip()
+    if not note:
+        raise ValueError("a note is required to resolve an alert")
+    if len(note) > MAX_NOTE_LENGTH:
+        raise ValueError(f"the note is longer than {MAX_NOTE_LENGTH} characters")
+    if alert.status == "resolved":
+        raise AlertStateError("the alert is already resolved")
+    by = f"{actor_type}:{actor_id}"
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at, alert.acknowledged_by = now, by
+    alert.status, alert.resolved_at, alert.resolved_by = "resolved", now, by
+    alert.resolution_note = note
+    referred = _refer_episode(session, alert, now)
+    audit.record(session, clinic_id=alert.clinic_id, patient_id=alert.patient_id,
+                 action="alert_resolved", actor_type=actor_type, actor_id=actor_id,
+                 detail={"alert_id": alert.id, "episode_referred": referred}, now=now)
+    return alert
+
+
+def _refer_episode(session: Session, alert: Alert, now: datetime) -> bool:
+    if alert.checkin_id is None or alert.episode_id is None or \
+            alert.level not in REFERRAL_LEVELS:
+        return False
+    checkin = session.get(CheckIn, alert.checkin_id)
+    if checkin is None or checkin.kind != "followup" or not checkin.final_check:
+        return False
+    if checkin.level not in REFERRAL_LEVELS:
+        return False
+    episode = session.execute(sa.select(Episode).where(Episode.id == alert.episode_id)
+                              .with_for_update()).scalar_one_or_none()
+    if episode is None or episode.status != "open":
+        return False
+    episode.status, episode.closed_at, episode.closed_reason = "referred", now, "referred"
+    cancel_followups(session, episode.patient_id, episode_id=episode.id, reason="referred")
+    log.info("episode %s referred (alert %s resolved)", episode.id, alert.id)
+    return True

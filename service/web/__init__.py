@@ -1,0 +1,1 @@
+"""The web: Twilio webhooks, the staff dashboard, the JSON API, the simulator and /healthz."""

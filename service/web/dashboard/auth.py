@@ -1,0 +1,93 @@
+"""Who is signed in: flask-login wiring, the signed-in staff member, and role checks."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, jsonify, redirect, request, url_for
+from flask_login import LoginManager, current_user
+
+from service.accounts import staff as staff_accounts
+from service.store import get_db
+from service.store.models import Clinic, Staff
+
+
+@dataclass(frozen=True)
+class StaffUser:
+    """The signed-in staff member, detached from any database session."""
+
+    key: str  # staff.session_key(): what the login session remembers
+    id: int
+    email: str
+    role: str
+    clinic_id: int
+    clinic_name: str
+    clinic_timezone: str
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return self.key
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def actor_id(self) -> str:
+        return str(self.id)
+
+    @classmethod
+    def of(cls, staff: Staff, clinic: Clinic) -> StaffUser:
+        return cls(key=staff_accounts.session_key(staff), id=staff.id, email=staff.email,
+                   role=staff.role, clinic_id=clinic.id, clinic_name=clinic.name,
+                   clinic_timezone=clinic.timezone)
+
+
+def init_login(app: Flask) -> LoginManager:
+    manager = LoginManager()
+    manager.login_view = "dashboard.login"
+    manager.login_message = "Please sign in."
+    manager.init_app(app)
+
+    @manager.user_loader
+    def load_user(key: str) -> StaffUser | None:
+        with get_db().transaction() as session:
+            staff = staff_accounts.staff_for_session_key(session, key)
+            if staff is None:
+                return None
+            return StaffUser.of(staff, session.get(Clinic, staff.clinic_id))
+
+    @manager.unauthorized_handler
+    def unauthorized():
+        if request.path.endswith(".json"):
+            return jsonify({"error": "sign in first"}), 401
+        return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+
+    return manager
+
+
+def admin_required(view):
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if not current_user.is_authenticated:
+            abort(401)
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path inside the dashboard: never another site (open redirect)."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/dashboard") \
+                and "\\" not in target:
+            return target
+    return url_for("dashboard.queue")

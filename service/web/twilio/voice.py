@@ -1,0 +1,172 @@
+"""POST /twilio/voice and its follow-on paths: verify the signature, call the voice use case,
+answer TwiML. Call status callbacks arrive at /twilio/status (webhooks.py hands them here).
+
+Each follow-on URL carries `n`, the number of the prompt it answers, so a late or repeated
+request is answered with the current prompt instead of being taken as an answer to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlencode
+
+from flask import Blueprint, Flask, Response, current_app, request
+from twilio.twiml.voice_response import VoiceResponse
+
+from flows.loader import messages
+from service import clock
+from service import taskqueue as jobs
+from service.store import get_db
+from service.voice import calls as voice_calls
+from service.web.twilio.webhooks import DB_UNAVAILABLE, verify_signature
+
+log = logging.getLogger(__name__)
+bp = Blueprint("twilio_voice", __name__, url_prefix="/twilio/voice")
+
+# Speech recognition and text-to-speech per language (Amazon Polly voices through Twilio).
+LANGUAGE_TAGS = {"en": "en-US", "es": "es-MX"}
+VOICES = {"en": "Polly.Joanna", "es": "Polly.Mia"}
+STEPS = {"lang": voice_calls.choose_language, "answer": voice_calls.answer,
+         "confirm": voice_calls.confirm, "offer": voice_calls.offer,
+         "advice": voice_calls.advice}
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+
+def step_url(step: str, **query) -> str:
+    """Absolute under PUBLIC_BASE_URL (what Twilio sees and signs), else relative to this app."""
+    base = (current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
+    return f"{base}/twilio/voice/{step}" + (f"?{urlencode(query)}" if query else "")
+
+
+def to_twiml(reply: voice_calls.VoiceReply) -> str:
+    """A VoiceReply as TwiML: <Say>s, then a <Gather> with the prompt and a <Redirect> for no
+    input; or <Dial> and <Hangup>."""
+    resp = VoiceResponse()
+    for line in reply.say:
+        _say(resp, line)
+    listen = reply.listen
+    if listen is not None:
+        gather = resp.gather(
+            input="dtmf speech", action=step_url(listen.step, n=reply.turn), method="POST",
+            language=LANGUAGE_TAGS[listen.lang], hints=", ".join(listen.hints) or None,
+            timeout=listen.timeout, speech_timeout="auto", num_digits=listen.num_digits,
+            finish_on_key=listen.finish_on_key, action_on_empty_result=False)
+        for line in reply.prompt:
+            _say(gather, line)
+        # Reached only when the <Gather> heard nothing.
+        resp.redirect(step_url("silence", n=reply.turn), method="POST")
+        return str(resp)
+    for line in reply.prompt:
+        _say(resp, line)
+    if reply.dial:
+        resp.dial(reply.dial, timeout=30)
+    if reply.hangup:
+        resp.hangup()
+    return str(resp)
+
+
+def _say(verb, line: voice_calls.Line) -> None:
+    verb.say(line.text, voice=VOICES[line.lang], language=LANGUAGE_TAGS[line.lang])
+
+
+def _twiml(reply: voice_calls.VoiceReply) -> Response:
+    ending = reply.listen is None or reply.listen.step == "advice"
+    if ending and current_app.config.get("REDIS_URL"):
+        # An outcome's on-call text, or the texts of a call finished by SMS, go out now rather
+        # than at the next beat.
+        jobs.send_task("tasks.send_now", config=current_app.config)
+    return Response(to_twiml(reply), mimetype="text/xml")
+
+
+def _unavailable() -> Response:
+    """The database is away: a call cannot wait for it. Both languages, then hang up."""
+    lines = tuple(voice_calls.Line(messages().get("voice.unavailable", lang), lang)
+                  for lang in ("en", "es"))
+    return _twiml(voice_calls.VoiceReply(say=lines, hangup=True))
+
+
+def _turn() -> int | None:
+    try:
+        return int(request.args.get("n", ""))
+    except ValueError:
+        return None
+
+
+def _call_id() -> int | None:
+    try:
+        return int(request.args.get("call", ""))
+    except ValueError:
+        return None
+
+
+def _bad_request():
+    return Response("CallSid is required", status=400, mimetype="text/plain")
+
+
+@bp.post("")
+def incoming():
+    """A call to the clinic's number, or our reminder call answered (`?call=<id>`)."""
+    verify_signature()
+    form = request.form
+    sid = form.get("CallSid", "")
+    if not sid:
+        return _bad_request()
+    try:
+        reply = get_db().run(voice_calls.answer_call, call_sid=sid,
+                             to=form.get("To", ""), from_=form.get("From", ""),
+                             answered_by=form.get("AnsweredBy"), call_id=_call_id(),
+                             now=clock.now())
+    except DB_UNAVAILABLE as exc:
+        log.error("database unavailable (%s) for call %s", type(exc).__name__, sid)
+        return _unavailable()
+    return _twiml(reply)
+
+
+@bp.post("/<step>")
+def follow_on(step: str):
+    """The caller's keys or words for the prompt numbered `n` (lang, answer, confirm, offer,
+    advice), or no input at all (silence)."""
+    if step != "silence" and step not in STEPS:
+        return Response("not found", status=404, mimetype="text/plain")
+    verify_signature()
+    form = request.form
+    sid = form.get("CallSid", "")
+    if not sid:
+        return _bad_request()
+    now = clock.now()
+    try:
+        if step == "silence":
+            reply = get_db().run(voice_calls.silence, call_sid=sid, turn=_turn(), now=now)
+        else:
+            reply = get_db().run(STEPS[step], call_sid=sid, turn=_turn(),
+                                 digits=form.get("Digits", "").strip(),
+                                 speech=form.get("SpeechResult", "").strip(), now=now)
+    except DB_UNAVAILABLE as exc:
+        log.error("database unavailable (%s) for call %s", type(exc).__name__, sid)
+        return _unavailable()
+    return _twiml(reply)
+
+
+def call_status() -> Response:
+    """A call status callback (posted to /twilio/status, signature already verified)."""
+    form = request.form
+    sid, state = form.get("CallSid", ""), form.get("CallStatus", "")
+    if not sid or not state:
+        return Response("CallSid and CallStatus are required", status=400,
+                        mimetype="text/plain")
+    with get_db().transaction() as session:
+        voice_calls.record_call_status(
+            session, call_sid=sid, status=state, now=clock.now(),
+            answered_by=form.get("AnsweredBy"), duration=_int(form.get("CallDuration")),
+            error_code=_int(form.get("ErrorCode")), call_id=_call_id())
+    return Response("", status=204)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
