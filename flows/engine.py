@@ -258,6 +258,12 @@ def _end_kind(flow: Flow) -> str:
     return next(n.end for n in flow.nodes.values() if n.kind == "end")
 
 
+def assess_state(flow: Flow, state: Mapping) -> triage.Assessment:
+    """The assessment of the answers so far: the one place that picks `assess` or
+    `assess_followup` for a flow (used when a conversation ends early, e.g. by an opt-out)."""
+    return _assess(flow, state)
+
+
 def _assess(flow: Flow, state: Mapping) -> triage.Assessment:
     answers = state["answers"]
     if _end_kind(flow) == "assess_followup":
