@@ -8,6 +8,7 @@ from flask.cli import FlaskGroup
 from sqlalchemy.engine import make_url
 
 from service import create_app
+from service.conversations import consent
 from service.store import get_db
 from service.store.session import normalize_url
 
@@ -169,7 +170,7 @@ def enroll(clinic_id: int, phone: str, name: str | None, dob, language: str,
             if clinic_row is None:
                 raise click.ClickException(
                     f"no clinic with id {clinic_id} (see: triage clinic list)")
-            patient = checkins.enroll_patient(
+            patient = consent.enroll_patient(
                 session, clinic_row, phone=number, now=now, name=name, date_of_birth=born,
                 language=language, timezone=timezone, calls_allowed=calls_allowed)
             audit.record(session, clinic_id=clinic_row.id, patient_id=patient.id,

@@ -202,3 +202,15 @@ def _bool(raw: Mapping[str, Any], name: str, *, default: bool) -> bool:
     if text in _FALSE:
         return False
     raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+STATUS_CALLBACK_PATH = "/twilio/status"
+
+
+def status_callback_url(base_url: str | None, **query: Any) -> str | None:
+    """Where Twilio posts a message's or a call's status: `base_url` (PUBLIC_BASE_URL, what
+    Twilio reaches) + /twilio/status, with `query` (e.g. the call's id); None without a base."""
+    if not base_url:
+        return None
+    tail = "&".join(f"{k}={v}" for k, v in query.items())
+    return base_url.rstrip("/") + STATUS_CALLBACK_PATH + (f"?{tail}" if tail else "")

@@ -13,8 +13,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from service import clock
-from service import taskqueue as jobs
+from service import clock, taskqueue
 from service.config import load_config
 from service.logs import PhoneMaskingFilter, configure_logging
 from tasks.runtime import Runtime
@@ -48,7 +47,7 @@ def make_celery(config: Mapping[str, Any] | None = None, *, sender=None,
     config = dict(load_config() if config is None else config)
     app = Celery("triage")
     app.conf.update(
-        jobs.broker_settings(config),
+        taskqueue.broker_settings(config),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

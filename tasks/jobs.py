@@ -13,7 +13,7 @@ import logging
 from celery import shared_task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from service.conversations import checkins
+from service.conversations import checkins, consent, inbound
 from service.followups import oncall
 from service.followups import schedule as followups
 from service.messaging import outbox
@@ -63,6 +63,7 @@ def send_outbox(self, outbox_ids: list[int]) -> list[str]:
     results = []
     for outbox_id in outbox_ids:
         result = outbox.send_one(rt.db, outbox_id, rt.sender, rt.now(),
+                                 on_failed=consent.after_failed_send,
                                  status_callback=rt.status_callback,
                                  throttle=rt.limiter.acquire,
                                  max_attempts=int(rt.config.get("SEND_MAX_ATTEMPTS") or 6))
@@ -195,7 +196,7 @@ def replay_spool(self) -> int:
         if not mine:
             return 0
         try:
-            done = spool.replay(lambda record: checkins.replay_spooled(rt.db, record, rt.now()))
+            done = spool.replay(lambda record: inbound.replay_spooled(rt.db, record, rt.now()))
         except DB_DOWN as exc:
             log.warning("replay_spool: database still unavailable (%s)", type(exc).__name__)
             return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from service import clock
+from service.config import status_callback_url
 from service.messaging.ratelimit import RateLimiter
 from service.messaging.senders import Sender, sender_from_config
 from service.store import Database
@@ -68,8 +69,7 @@ class Runtime:
 
     @property
     def status_callback(self) -> str | None:
-        base = self.config.get("PUBLIC_BASE_URL")
-        return base.rstrip("/") + "/twilio/status" if base else None
+        return status_callback_url(self.config.get("PUBLIC_BASE_URL"))
 
     @contextlib.contextmanager
     def only_one(self, name: str, *, ttl: int = 300) -> Iterator[bool]:

@@ -13,7 +13,7 @@ import logging
 
 from celery import shared_task
 
-from service.voice import calls as voice_calls
+from service.voice import calls
 from service.voice.callers import caller_from_config
 from tasks.jobs import RETRY
 
@@ -30,7 +30,7 @@ def request_reminder_calls(self) -> int:
     """Beat: writes a reminder call for each follow-up texted 48 hours ago without a reply."""
     rt = self.app.triage
     with rt.db.transaction() as session:
-        ids = voice_calls.request_due_reminder_calls(session, rt.now())
+        ids = calls.request_due_reminder_calls(session, rt.now())
     if ids:
         log.info("request_reminder_calls calls=%d", len(ids))
     return len(ids)
@@ -41,7 +41,7 @@ def place_due_calls(self) -> int:
     """Beat: queues one task per call attempt that is due (in the patient's allowed hours)."""
     rt = self.app.triage
     with rt.db.transaction() as session:
-        ids = voice_calls.due_call_ids(session, rt.now())
+        ids = calls.due_call_ids(session, rt.now())
     for call_id in ids:
         self.app.send_task("tasks.place_call", args=(call_id,))
     return len(ids)
@@ -50,7 +50,7 @@ def place_due_calls(self) -> int:
 @shared_task(bind=True, name="tasks.place_call", **RETRY)
 def place_call(self, call_id: int) -> str:
     rt = self.app.triage
-    outcome = voice_calls.place_call(rt.db, call_id, _caller(rt), rt.now())
+    outcome = calls.place_call(rt.db, call_id, _caller(rt), rt.now())
     log.log(logging.WARNING if outcome == "failed" else logging.INFO,
             "place_call call_id=%s outcome=%s", call_id, outcome)
     return outcome

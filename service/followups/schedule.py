@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.conversations import checkins
 from service.store.models import FollowUp, Outbox, Patient
+from service.store.queries import followup_due, outbox_due
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +26,11 @@ LEASE = timedelta(minutes=5)
 CLAIM_BATCH = 200
 
 
-def _due(now: datetime):
-    return sa.or_(
-        sa.and_(FollowUp.status == "scheduled", FollowUp.due_at <= now),
-        sa.and_(FollowUp.status == "claimed", FollowUp.claimed_until <= now),
-    )
-
 
 def claim_due(session: Session, now: datetime, *, limit: int = CLAIM_BATCH,
               lease: timedelta = LEASE) -> list[int]:
     """Claims due follow-ups (and those whose claim expired); returns their ids, oldest first."""
-    query = sa.select(FollowUp.id).where(_due(now)).order_by(FollowUp.due_at, FollowUp.id)
+    query = sa.select(FollowUp.id).where(followup_due(now)).order_by(FollowUp.due_at, FollowUp.id)
     query = query.limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -43,7 +38,7 @@ def claim_due(session: Session, now: datetime, *, limit: int = CLAIM_BATCH,
     for followup_id in session.execute(query).scalars().all():
         # The guard makes the claim safe even without row locks: one claimer wins the UPDATE.
         won = session.execute(
-            sa.update(FollowUp).where(FollowUp.id == followup_id, _due(now))
+            sa.update(FollowUp).where(FollowUp.id == followup_id, followup_due(now))
             .values(status="claimed", claimed_until=now + lease)
             .execution_options(synchronize_session=False)).rowcount
         if won:
@@ -105,18 +100,18 @@ def report(session: Session, now: datetime, *, show: str = "due", limit: int = 5
     count = lambda *where: session.execute(  # noqa: E731
         sa.select(sa.func.count()).select_from(FollowUp).where(*where)).scalar_one()
     out = Report(
-        due=count(_due(now)),
-        pending=count(FollowUp.status.in_(("scheduled", "claimed")), sa.not_(_due(now))),
+        due=count(followup_due(now)),
+        pending=count(FollowUp.status.in_(("scheduled", "claimed")), sa.not_(followup_due(now))),
         failed=count(_failed_ids(session)),
         oldest_due_seconds=oldest_due_seconds(session, now),
         outbox_due=session.execute(sa.select(sa.func.count()).select_from(Outbox)
-                                   .where(_outbox_due(now))).scalar_one(),
+                                   .where(outbox_due(now))).scalar_one(),
         outbox_failed=session.execute(sa.select(sa.func.count()).select_from(Outbox)
                                       .where(Outbox.status == "failed")).scalar_one(),
     )
-    where = {"due": _due(now),
+    where = {"due": followup_due(now),
              "pending": sa.and_(FollowUp.status.in_(("scheduled", "claimed")),
-                                sa.not_(_due(now))),
+                                sa.not_(followup_due(now))),
              "failed": _failed_ids(session)}[show]
     out.rows = list(session.execute(sa.select(FollowUp).where(where)
                                     .order_by(FollowUp.due_at, FollowUp.id).limit(limit))
@@ -124,21 +119,15 @@ def report(session: Session, now: datetime, *, show: str = "due", limit: int = 5
     return out
 
 
-def _outbox_due(now: datetime):
-    return sa.or_(
-        sa.and_(Outbox.status == "pending", Outbox.not_before <= now),
-        sa.and_(Outbox.status.in_(("sending", "unknown")), Outbox.claimed_until <= now),
-    )
-
 
 def oldest_due_seconds(session: Session, now: datetime) -> float:
     """How long the oldest due-but-unsent item (an outbox text or a follow-up) has waited."""
     oldest_text = session.execute(sa.select(sa.func.min(
         sa.case((Outbox.status == "pending", Outbox.not_before), else_=Outbox.claimed_until)))
-        .where(_outbox_due(now))).scalar()
+        .where(outbox_due(now))).scalar()
     oldest_followup = session.execute(sa.select(sa.func.min(
         sa.case((FollowUp.status == "scheduled", FollowUp.due_at),
-                else_=FollowUp.claimed_until))).where(_due(now))).scalar()
+                else_=FollowUp.claimed_until))).where(followup_due(now))).scalar()
     times = [_aware(t) for t in (oldest_text, oldest_followup) if t is not None]
     return max(0.0, (now - min(times)).total_seconds()) if times else 0.0
 

@@ -12,6 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service.records.alerts import raise_alert
 from service.store.models import Alert, Clinic, Message, Outbox, Patient
 
 # Later states win; a callback for an earlier state that arrives late changes nothing.
@@ -80,10 +81,6 @@ def delivery_failures(session: Session, patient_id: int) -> int:
 
 
 def _count_delivery_failure(session: Session, message: Message, now: datetime) -> None:
-    from service.conversations.checkins import (
-        raise_alert,  # checkins is the bigger module; keep imports light
-    )
-
     failures = delivery_failures(session, message.patient_id)
     if failures < FAILURES_BEFORE_ALERT:
         return

@@ -13,8 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.messaging import quiet_hours
-from service.messaging.senders import INVALID_NUMBERS, OPTED_OUT, Sender, SendError
-from service.store.models import Alert, Clinic, Message, Outbox, Patient
+from service.messaging.senders import Sender, SendError
+from service.store.models import Clinic, Message, Outbox, Patient
+from service.store.queries import IN_FLIGHT, mark_send_soon, outbox_due
+
+FailedForGood = Callable[[Session, Outbox, SendError, datetime], None]
+"""What a text that will never go out means for its patient (opted out at Twilio, a bad
+number, an alert): a policy of the conversations room, handed to `send_one` by its caller."""
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +35,6 @@ def retry_delay(attempts: int) -> timedelta:
     return delay * random.uniform(0.5, 1.0)
 
 
-_SEND_SOON = "outbox.send_soon"
-
-
-def mark_send_soon(session: Session) -> None:
-    """This unit of work left something for the sender: queued texts, or an alert whose
-    on-call texts are due (the web then wakes the worker instead of waiting for the beat)."""
-    session.info[_SEND_SOON] = True
-
-
-def send_soon(session: Session) -> bool:
-    return bool(session.info.get(_SEND_SOON))
 
 
 def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: datetime,
@@ -59,31 +53,13 @@ def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: date
     return row
 
 
-def cancel_pending(session: Session, patient_id: int) -> int:
-    return session.execute(
-        sa.update(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == "pending")
-        .values(status="cancelled")).rowcount
-
-
-def due_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
-    """Rows ready to send: pending and due, or claimed by a sender whose lease ran out."""
-    return list(session.execute(
-        sa.select(Outbox.id).where(
-            sa.or_(
-                sa.and_(Outbox.status == "pending", Outbox.not_before <= now),
-                sa.and_(Outbox.status.in_(("sending", "unknown")), Outbox.claimed_until <= now),
-            )).order_by(Outbox.id).limit(limit)).scalars())
 
 
 def due_batches(session: Session, now: datetime, *, to_number: str | None = None,
                 limit: int = 500) -> list[list[int]]:
     """Due rows grouped by recipient, each group in queue order: one task sends one group, so
     one patient's texts go out in order while different patients' go out side by side."""
-    query = sa.select(Outbox.id, Outbox.to_number).where(
-        sa.or_(
-            sa.and_(Outbox.status == "pending", Outbox.not_before <= now),
-            sa.and_(Outbox.status.in_(("sending", "unknown")), Outbox.claimed_until <= now),
-        ))
+    query = sa.select(Outbox.id, Outbox.to_number).where(outbox_due(now))
     if to_number is not None:
         query = query.where(Outbox.to_number == to_number)
     groups: dict[str, list[int]] = {}
@@ -106,7 +82,7 @@ def claim(session: Session, outbox_id: int, now: datetime) -> Outbox | None:
     if row is None:
         return None
     ready = (row.status == "pending" and row.not_before <= now) or (
-        row.status in ("sending", "unknown") and row.claimed_until is not None
+        row.status in IN_FLIGHT and row.claimed_until is not None
         and row.claimed_until <= now)
     if not ready:
         return None
@@ -121,7 +97,7 @@ def claim(session: Session, outbox_id: int, now: datetime) -> Outbox | None:
             return None
     # A row left "sending" (its worker died) or "unknown" (the request may have reached Twilio)
     # is looked for in Twilio's message list before it is sent again.
-    row.check_first = row.status in ("sending", "unknown")
+    row.check_first = row.status in IN_FLIGHT
     row.status, row.claimed_until, row.attempts = "sending", now + LEASE, row.attempts + 1
     return row
 
@@ -130,20 +106,22 @@ def _earlier_unsent(session: Session, row: Outbox, now: datetime) -> bool:
     """Is an older text to the same number still on its way (due, sending, or retrying)?"""
     return session.execute(sa.select(Outbox.id).where(
         Outbox.to_number == row.to_number, Outbox.id < row.id,
-        sa.or_(Outbox.status.in_(("sending", "unknown")),
+        sa.or_(Outbox.status.in_(IN_FLIGHT),
                sa.and_(Outbox.status == "pending",
                        sa.or_(Outbox.not_before <= now, Outbox.attempts > 0))),
     ).limit(1)).first() is not None
 
 
-def send_one(db, outbox_id: int, sender: Sender, now: datetime, *,
+def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: FailedForGood,
              status_callback: str | None = None,
              throttle: Callable[[str | None], bool] | None = None,
              max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> SendOutcome:
     """Claim (one transaction), send (no transaction open), record (another transaction).
 
     `throttle(from_number)` waits for the sending number's rate limit; False gives the row
-    back untouched. After `max_attempts` transient failures the row fails with an alert.
+    back untouched. After `max_attempts` transient failures, or a permanent error, the row
+    fails and `on_failed(session, row, error, now)` says what that means, in the same
+    transaction.
     """
     with db.transaction() as session:
         row = claim(session, outbox_id, now)
@@ -164,7 +142,7 @@ def send_one(db, outbox_id: int, sender: Sender, now: datetime, *,
         result_sid, status = (sid, "sent") if sid else _send(sender, to, from_, body,
                                                              status_callback)
     except SendError as exc:
-        return _record_failure(db, outbox_id, exc, now, max_attempts)
+        return _record_failure(db, outbox_id, exc, now, max_attempts, on_failed)
     with db.transaction() as session:
         row = session.get(Outbox, outbox_id)
         row.status, row.twilio_sid, row.sent_at, row.claimed_until = "sent", result_sid, now, None
@@ -184,8 +162,8 @@ def _send(sender: Sender, to, from_, body, status_callback) -> tuple[str, str]:
     return result.sid, result.status
 
 
-def _record_failure(db, outbox_id: int, exc: SendError, now: datetime,
-                    max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> SendOutcome:
+def _record_failure(db, outbox_id: int, exc: SendError, now: datetime, max_attempts: int,
+                    on_failed: FailedForGood) -> SendOutcome:
     with db.transaction() as session:
         row = session.get(Outbox, outbox_id)
         row.last_error = str(exc)[:500]
@@ -202,32 +180,7 @@ def _record_failure(db, outbox_id: int, exc: SendError, now: datetime,
                      row.attempts, exc)
             return outcome
         row.status, row.claimed_until = "failed", None
-        _failed_for_good(session, row, exc, now)
+        on_failed(session, row, exc, now)
     log.warning("outbox %s failed for good after %s attempt(s): %s", outbox_id, row.attempts, exc)
     return SendOutcome("failed", str(exc), exc.code)
 
-
-def _failed_for_good(session: Session, row: Outbox, exc: SendError, now: datetime) -> None:
-    """What a text that will never go out means: opted out, a bad number, or an alert."""
-    from service.conversations import checkins  # checkins enqueues through this module
-
-    patient = session.get(Patient, row.patient_id) if row.patient_id else None
-    clinic = session.get(Clinic, row.clinic_id)
-    if patient is not None and exc.code == OPTED_OUT:
-        # The patient told Twilio STOP (Twilio blocks us): the same as telling us. Twilio has
-        # confirmed it to them already, so nothing more is sent.
-        checkins.opt_out(session, clinic, patient, "", now, opt_out_type="STOP")
-        return
-    if patient is not None and exc.code in INVALID_NUMBERS:
-        patient.number_invalid = True
-        checkins.raise_alert(session, clinic, patient, kind="invalid_number", level="soon",
-                             now=now, summary="The patient's phone number cannot get texts "
-                             f"(Twilio error {exc.code}). Please check the number.")
-        return
-    if patient is None and row.alert_id is not None:
-        patient = session.get(Patient, session.get(Alert, row.alert_id).patient_id)
-    if patient is not None:
-        what = "An on-call text" if row.kind == "oncall" else "A text to the patient"
-        checkins.raise_alert(session, clinic, patient, kind="send_failed", level="soon", now=now,
-                             summary=f"{what} could not be sent after {row.attempts} "
-                             f"attempt(s) ({exc}).")

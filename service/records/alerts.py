@@ -1,4 +1,4 @@
-"""Alert use cases for clinic staff and systems: list, acknowledge, resolve (API and dashboard).
+"""Alerts: raised by the use cases; listed, acknowledged and resolved by staff and systems.
 
 Resolving the alert of a final follow-up check whose level is `soon` or higher closes the
 episode as "referred" (CLINICAL.md section 4).
@@ -12,9 +12,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.conversations.checkins import cancel_followups
 from service.records import audit
-from service.store.models import Alert, CheckIn, Episode
+from service.store.models import Alert, CheckIn, Clinic, Episode, Patient
+from service.store.queries import cancel_followups, mark_send_soon
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +135,18 @@ def _refer_episode(session: Session, alert: Alert, now: datetime) -> bool:
     cancel_followups(session, episode.patient_id, episode_id=episode.id, reason="referred")
     log.info("episode %s referred (alert %s resolved)", episode.id, alert.id)
     return True
+
+
+def raise_alert(session: Session, clinic: Clinic, patient: Patient, *, kind: str, level: str,
+                now: datetime, checkin: CheckIn | None = None, episode: Episode | None = None,
+                reasons=(), missing=(), summary: str = "") -> Alert:
+    alert = Alert(clinic_id=clinic.id, patient_id=patient.id,
+                  episode_id=episode.id if episode else None,
+                  checkin_id=checkin.id if checkin else None, kind=kind, level=level,
+                  reasons=list(reasons), missing=list(missing), summary=summary, status="open",
+                  created_at=now)
+    session.add(alert)
+    session.flush()
+    mark_send_soon(session)  # its on-call texts
+    log.info("alert %s raised: kind=%s level=%s", alert.id, kind, level)
+    return alert

@@ -10,8 +10,6 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.conversations.checkins import active_checkin, cancel_followups
-from service.messaging import outbox
 from service.phones import normalize_phone
 from service.records import audit
 from service.store.models import (
@@ -25,10 +23,15 @@ from service.store.models import (
     Patient,
     WebhookReceipt,
 )
+from service.store.queries import (
+    PENDING_FOLLOWUP,
+    active_checkin,
+    cancel_followups,
+    cancel_pending_outbox,
+)
 
 log = logging.getLogger(__name__)
 
-PENDING_FOLLOWUP = ("scheduled", "claimed", "paused")
 
 
 class PatientStateError(Exception):
@@ -141,7 +144,7 @@ def erase_patient(session: Session, patient: Patient, *, actor_type: str, actor_
     if checkin is not None:
         checkin.status, checkin.completed_at = "cancelled", now
     cancel_followups(session, patient_id, reason="erased")
-    outbox.cancel_pending(session, patient_id)
+    cancel_pending_outbox(session, patient_id)
 
     session.execute(sa.update(CheckIn).where(CheckIn.patient_id == patient_id).values(
         answers={}, state={}, reasons=[], missing=[], next_event_at=None))

@@ -13,6 +13,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from service.config import PROJECT_ROOT, database_url_from_env
+from service.store.models import Base, UTCDateTime
+from service.store.session import make_engine
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
@@ -32,8 +34,6 @@ def context_options() -> dict[str, Any]:
 
 def _render_item(kind: str, obj: Any, _autogen_context: Any) -> str | bool:
     """Write our UTCDateTime as the plain type it stores, so migrations never import models."""
-    from service.store.models import UTCDateTime
-
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     return False
@@ -60,8 +60,6 @@ def head_revision() -> str | None:
 
 
 def current_revision(url: str) -> str | None:
-    from service.store.session import make_engine
-
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
@@ -76,7 +74,6 @@ def schema_diff(url: str) -> list[Any]:
     Alembic's comparison, plus what it does not look at: the names of CHECK constraints and
     the WHERE clause of partial indexes.
     """
-    from service.store.models import Base
     from service.store.session import make_engine
 
     engine = make_engine(url)

@@ -32,18 +32,12 @@ EPISODE_STATUSES = ("open", "closed", "referred")
 CHECKIN_KINDS = ("intake", "followup")
 CHECKIN_STATUSES = ("active", "completed", "timed_out", "cancelled")
 DIRECTIONS = ("in", "out")
-MESSAGE_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed", "received")
-OUTBOX_KINDS = (
-    "consent",
-    "question",
-    "advice",
-    "followup",
-    "reminder",
-    "oncall",
-    "optout_confirm",
-    "help",
-    "notice",
-)
+# "replied": a TwiML reply to the patient's own text; "spoken": said on a call.
+MESSAGE_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed", "received", "replied",
+                    "spoken")
+# consent: the first text; checkin: a question or advice; reply: the answer to a spooled text;
+# optout_confirm: the one confirmation after STOP; oncall: to the clinic's on-call number.
+OUTBOX_KINDS = ("consent", "checkin", "reply", "optout_confirm", "oncall")
 OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "cancelled", "unknown")
 FOLLOWUP_KINDS = ("first", "final")
 FOLLOWUP_STATUSES = ("scheduled", "claimed", "started", "done", "cancelled", "paused")

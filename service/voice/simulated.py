@@ -16,11 +16,12 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from service.store.models import Call
-from service.voice import calls as voice_calls
+from service.voice import calls, ivr
+from service.voice.replies import STEP_OF_STAGE, VoiceReply
 
-_STEP_FUNCTIONS = {"lang": voice_calls.choose_language, "answer": voice_calls.answer,
-                   "confirm": voice_calls.confirm, "offer": voice_calls.offer,
-                   "advice": voice_calls.advice}
+_STEP_FUNCTIONS = {"lang": ivr.choose_language, "answer": ivr.answer,
+                   "confirm": ivr.confirm, "offer": ivr.offer,
+                   "advice": ivr.advice}
 
 
 @dataclass
@@ -32,7 +33,7 @@ class SimTurn:
     ended: bool = False
 
     @classmethod
-    def of(cls, call_sid: str, reply: voice_calls.VoiceReply) -> SimTurn:
+    def of(cls, call_sid: str, reply: VoiceReply) -> SimTurn:
         listen = reply.listen
         keys = None
         if listen is not None:
@@ -65,7 +66,7 @@ def dial(db, *, clinic_number: str, caller: str, now: datetime,
     """`caller` phones `clinic_number` (the clinic's Twilio number)."""
     call_sid = call_sid or "CAsim" + uuid.uuid4().hex
     with db.transaction() as session:
-        reply = voice_calls.answer_call(session, call_sid=call_sid, to=clinic_number,
+        reply = ivr.answer_call(session, call_sid=call_sid, to=clinic_number,
                                         from_=caller, now=now)
     return SimTurn.of(call_sid, reply)
 
@@ -75,7 +76,7 @@ def answer(db, *, call_id: int, now: datetime, answered_by: str = "human",
     """The patient picks up the reminder call `call_id` (or a machine does)."""
     call_sid = call_sid or "CAsim" + uuid.uuid4().hex
     with db.transaction() as session:
-        reply = voice_calls.answer_call(session, call_sid=call_sid, to="", from_="", now=now,
+        reply = ivr.answer_call(session, call_sid=call_sid, to="", from_="", now=now,
                                         answered_by=answered_by, call_id=call_id)
     return SimTurn.of(call_sid, reply)
 
@@ -84,7 +85,7 @@ def respond(db, *, call_sid: str, now: datetime, digits: str = "", speech: str =
     """Keys (`digits`, without the closing #) or words (`speech`) for what the call asks now."""
     with db.transaction() as session:
         call = _call(session, call_sid)
-        step = voice_calls.STEP_OF_STAGE.get(call.stage) if call is not None else None
+        step = STEP_OF_STAGE.get(call.stage) if call is not None else None
         if step is None:
             return SimTurn(call_sid=call_sid, ended=True)
         reply = _STEP_FUNCTIONS[step](session, call_sid=call_sid, turn=call.turn,
@@ -97,16 +98,16 @@ def silence(db, *, call_sid: str, now: datetime) -> SimTurn:
     """The caller says and presses nothing until the call stops listening."""
     with db.transaction() as session:
         call = _call(session, call_sid)
-        if call is None or call.stage not in voice_calls.STEP_OF_STAGE:
+        if call is None or call.stage not in STEP_OF_STAGE:
             return SimTurn(call_sid=call_sid, ended=True)
-        reply = voice_calls.silence(session, call_sid=call_sid, turn=call.turn, now=now)
+        reply = ivr.silence(session, call_sid=call_sid, turn=call.turn, now=now)
     return SimTurn.of(call_sid, reply)
 
 
 def hang_up(db, *, call_sid: str, now: datetime, status: str = "completed") -> SimTurn:
     """The call ends (as Twilio's status callback says): an unfinished check-in goes on by text."""
     with db.transaction() as session:
-        voice_calls.record_call_status(session, call_sid=call_sid, status=status, now=now)
+        calls.record_call_status(session, call_sid=call_sid, status=status, now=now)
     return SimTurn(call_sid=call_sid, ended=True)
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flows import engine
 from flows.loader import get_flow
 from service.accounts import api_tokens
-from service.conversations import checkins
+from service.conversations import checkins, inbound
 from service.store import Database
 from service.store.models import CheckIn, Clinic, FollowUp, Patient
 
@@ -104,7 +104,7 @@ def enroll(api: Api) -> Callable[..., dict]:
 
 
 class Patients:
-    """Drives a patient's side of the conversation through checkins.handle_inbound_sms."""
+    """Drives a patient's side of the conversation through inbound.handle_inbound_sms."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -112,7 +112,7 @@ class Patients:
 
     def text(self, clinic: Clinic, phone: str, body: str, now: datetime = NOW) -> list[str]:
         with self.db.transaction() as session:
-            result = checkins.handle_inbound_sms(
+            result = inbound.handle_inbound_sms(
                 session, to=clinic.numbers[0].phone_e164, from_=phone, body=body,
                 sid=f"SM{next(self._sids):032x}", now=now)
         return result.replies

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from flows.triage import RULE_TEXT
-from service.conversations import checkins
+from service.records import alerts
 from service.store.models import Alert, AuditLog, Clinic, Episode, FollowUp, Patient
 from tests.api.conftest import (
     FOLLOWUP_GONE,
@@ -34,7 +34,7 @@ def worklist(db, clinic, enroll):
               ("soon_new", "incomplete", "soon", ("INCOMPLETE",), "")]
     with db.transaction() as session:
         for minutes, (name, kind, level, reasons, summary) in enumerate(raised):
-            checkins.raise_alert(session, session.get(Clinic, clinic.id),
+            alerts.raise_alert(session, session.get(Clinic, clinic.id),
                                  session.get(Patient, ids[name]), kind=kind, level=level,
                                  reasons=reasons, summary=summary,
                                  now=NOW + timedelta(minutes=5 * minutes))

@@ -16,7 +16,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.experimental import OPEN_API_3_1
 
 from service.accounts.clinics import create_clinic
-from service.conversations import checkins
+from service.conversations import consent
 from service.store import get_db
 from service.web.api import openapi
 from tests.api.conftest import (
@@ -52,7 +52,7 @@ def seeded(tmp_path_factory, _sqlite_template):
         _row, token = api_tokens.create_token(session, clinic_id=clinic.id, name="fuzz",
                                               now=NOW)
         for n, c in enumerate([clinic, clinic, clinic, clinic, other, clinic]):
-            checkins.enroll_patient(session, c, phone=f"+161755503{10 + n}", now=NOW,
+            consent.enroll_patient(session, c, phone=f"+161755503{10 + n}", now=NOW,
                                     name=f"Patient {n}")
     driver = Patients(db)
     driver.complete_intake(clinic, "+16175550310", SOON_NIGHT_PAIN)

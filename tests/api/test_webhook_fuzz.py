@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from service.conversations import checkins
+from service.conversations import consent
 from tests.api.conftest import NOW, Patients
 
 AUTH_TOKEN = "fuzz-twilio-auth-token"
@@ -61,7 +61,7 @@ def sms_app(make_app, db):
     with database.transaction() as session:
         clinic = create_clinic(session, name="Fuzz Clinic", numbers=[CLINIC_NUMBER])
         for number in PATIENTS:
-            checkins.enroll_patient(session, clinic, phone=number, now=NOW)
+            consent.enroll_patient(session, clinic, phone=number, now=NOW)
     driver = Patients(database)
     driver.text(clinic, PATIENTS[1], "YES")
     driver.text(clinic, PATIENTS[2], "STOP")

@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.accounts.clinics import create_clinic
 from service.accounts.staff import create_staff
-from service.conversations import checkins
+from service.conversations import consent
 from service.store import get_db, migrate
 from tests.service.sms_helpers import (
     ACCOUNT_SID,
@@ -90,7 +90,7 @@ def live(postgres_server, tmp_path_factory) -> Iterator[LiveServer]:
         b = create_clinic(session, name="Clinic B", numbers=[CLINIC_B])
         create_staff(session, clinic_id=a.id, email="admin@a.example.org", password=PASSWORD,
                      role="admin", now=now)
-        other = checkins.enroll_patient(session, b, phone="+16175550199", name="B Patient",
+        other = consent.enroll_patient(session, b, phone="+16175550199", name="B Patient",
                                         now=now)
     app.config["CLINIC_B_PATIENT"] = other.id
     with LiveServer(app) as server:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from service.accounts.staff import ADDRESS_MAX_FAILURES, MAX_FAILED_LOGINS, authenticate
 from service.cli import main
-from service.conversations import checkins
+from service.records import alerts
 from service.records.exports import ITEM_TYPES
 from service.store.models import (
     Alert,
@@ -259,7 +259,7 @@ def test_patient_written_text_is_escaped_everywhere(client, web, db):
         patient = session.scalar(sa.select(Patient))
         patient.name = '<img src=x onerror="alert(1)">'
         clinic = session.get(Clinic, patient.clinic_id)
-        checkins.raise_alert(session, clinic, patient, kind="patient_message", level="info",
+        alerts.raise_alert(session, clinic, patient, kind="patient_message", level="info",
                              now=datetime.now(UTC), summary=XSS)
     for path in ("/dashboard/", f"/dashboard/patients/{patient.id}", "/dashboard/patients",
                  "/dashboard/alerts.json"):
@@ -327,7 +327,7 @@ def test_queue_is_sorted_by_level_then_age(db, web, clinic_a):
             patient = Patient(clinic_id=clinic.id, phone_e164=f"+161755502{n:02d}", name=f"P{n}")
             session.add(patient)
             session.flush()
-            made.append(checkins.raise_alert(session, clinic, patient, kind="triage", level=level,
+            made.append(alerts.raise_alert(session, clinic, patient, kind="triage", level=level,
                                              now=start + timedelta(minutes=minutes)).id)
     body = web.get("/dashboard/alerts.json").json
     assert [a["level"] for a in body["alerts"]] == [

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.conversations import checkins
+from service.conversations import consent
 from service.messaging import outbox
 from service.messaging.senders import (
     DryRunSender,
@@ -32,6 +32,12 @@ CLINIC_NUMBER = "+16175550100"
 PATIENT = "+16175550142"
 CALLBACK = "https://triage.example.org/twilio/status"
 NOW = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)
+
+
+def send_one(*args, **kwargs):
+    """The outbox's send with the conversations' policy for a text that fails for good, as
+    the worker's task calls it."""
+    return outbox.send_one(*args, on_failed=consent.after_failed_send, **kwargs)
 
 
 @pytest.fixture
@@ -148,7 +154,7 @@ def queued(db, make_clinic) -> Outbox:
     """The consent text of a newly enrolled patient, due now."""
     clinic = make_clinic(name="Back Clinic", numbers=[CLINIC_NUMBER])
     with db.transaction() as session:
-        checkins.enroll_patient(session, session.get(Clinic, clinic.id), phone=PATIENT, now=NOW)
+        consent.enroll_patient(session, session.get(Clinic, clinic.id), phone=PATIENT, now=NOW)
     (row,) = rows(db, Outbox)
     assert (row.status, row.not_before, row.from_number) == ("pending", NOW, CLINIC_NUMBER)
     return row
@@ -167,7 +173,7 @@ def the_patient(db) -> Patient:
 
 
 def test_send_one_with_the_dry_run_sender(db, queued):
-    outcome = outbox.send_one(db, queued.id, DryRunSender(), NOW)
+    outcome = send_one(db, queued.id, DryRunSender(), NOW)
 
     assert outcome.status == "sent"
     row = the_row(db, queued.id)
@@ -176,12 +182,12 @@ def test_send_one_with_the_dry_run_sender(db, queued):
     (message,) = sent_messages(db)
     assert (message.twilio_sid, message.body, message.to_number, message.status) == (
         outcome.detail, queued.body, PATIENT, "delivered")
-    assert outbox.send_one(db, queued.id, DryRunSender(), NOW).status == "skipped"
+    assert send_one(db, queued.id, DryRunSender(), NOW).status == "skipped"
     assert len(sent_messages(db)) == 1
 
 
 def test_send_one_through_twilio(db, queued, fake, sender):
-    outcome = outbox.send_one(db, queued.id, sender, NOW, status_callback=CALLBACK)
+    outcome = send_one(db, queued.id, sender, NOW, status_callback=CALLBACK)
 
     assert outcome.status == "sent"
     (post,) = fake.posts
@@ -195,7 +201,7 @@ def test_send_one_through_twilio(db, queued, fake, sender):
 @pytest.mark.parametrize("answer", [Fail(429, 20429), Fail(500, 20500)], ids=["429", "500"])
 def test_a_transient_error_leaves_the_row_to_be_tried_again(db, queued, fake, sender, answer):
     fake.answers.append(answer)
-    outcome = outbox.send_one(db, queued.id, sender, NOW)
+    outcome = send_one(db, queued.id, sender, NOW)
 
     assert outcome.status == "retry"
     row = the_row(db, queued.id)
@@ -205,7 +211,7 @@ def test_a_transient_error_leaves_the_row_to_be_tried_again(db, queued, fake, se
     assert sent_messages(db) == []
 
     later = NOW + timedelta(hours=1)  # past any backoff
-    assert outbox.send_one(db, queued.id, sender, later).status == "sent"
+    assert send_one(db, queued.id, sender, later).status == "sent"
     assert [r.method for r in fake.requests] == ["POST", "POST"]
     row = the_row(db, queued.id)
     assert (row.status, row.attempts, row.last_error) == ("sent", 2, None)
@@ -214,7 +220,7 @@ def test_a_transient_error_leaves_the_row_to_be_tried_again(db, queued, fake, se
 
 def test_21610_fails_the_row_and_records_the_opt_out(db, queued, fake, sender):
     fake.answers.append(Fail(400, 21610, "Attempt to send to unsubscribed recipient"))
-    outcome = outbox.send_one(db, queued.id, sender, NOW)
+    outcome = send_one(db, queued.id, sender, NOW)
 
     assert (outcome.status, outcome.code) == ("failed", 21610)
     assert the_row(db, queued.id).status == "failed"
@@ -225,7 +231,7 @@ def test_21610_fails_the_row_and_records_the_opt_out(db, queued, fake, sender):
 
 def test_21211_fails_the_row_and_marks_the_number_invalid(db, queued, fake, sender):
     fake.answers.append(Fail(400, 21211, "Invalid 'To' Phone Number"))
-    assert outbox.send_one(db, queued.id, sender, NOW).status == "failed"
+    assert send_one(db, queued.id, sender, NOW).status == "failed"
     assert the_row(db, queued.id).status == "failed"
     assert the_patient(db).number_invalid
 
@@ -234,15 +240,15 @@ def test_21211_fails_the_row_and_marks_the_number_invalid(db, queued, fake, send
 def test_an_unknown_result_is_looked_up_before_any_resend(db, queued, fake, sender,
                                                           reached_twilio):
     fake.answers.append(Timeout(after_send=reached_twilio))
-    outcome = outbox.send_one(db, queued.id, sender, NOW)
+    outcome = send_one(db, queued.id, sender, NOW)
 
     assert outcome.status == "unknown"
     row = the_row(db, queued.id)
     assert (row.status, row.attempts) == ("unknown", 1)
     assert row.claimed_until == NOW + outbox.LEASE
-    assert outbox.send_one(db, queued.id, sender, NOW + timedelta(seconds=30)).status == "skipped"
+    assert send_one(db, queued.id, sender, NOW + timedelta(seconds=30)).status == "skipped"
 
-    outcome = outbox.send_one(db, queued.id, sender, NOW + outbox.LEASE + timedelta(seconds=1))
+    outcome = send_one(db, queued.id, sender, NOW + outbox.LEASE + timedelta(seconds=1))
 
     assert outcome.status == "sent"
     assert [r.method for r in fake.requests] == (
@@ -257,7 +263,7 @@ def test_an_unknown_result_is_looked_up_before_any_resend(db, queued, fake, send
 def test_rows_of_an_opted_out_patient_are_cancelled_not_sent(db, queued, fake, sender):
     with db.transaction() as session:
         session.get(Patient, queued.patient_id).opted_out = True
-    assert outbox.send_one(db, queued.id, sender, NOW).status == "skipped"
+    assert send_one(db, queued.id, sender, NOW).status == "skipped"
     assert the_row(db, queued.id).status == "cancelled"
     assert fake.requests == []
 
@@ -265,6 +271,6 @@ def test_rows_of_an_opted_out_patient_are_cancelled_not_sent(db, queued, fake, s
 def test_a_row_held_for_quiet_hours_is_not_sent_early(db, queued, fake, sender):
     with db.transaction() as session:
         session.get(Outbox, queued.id).not_before = NOW + timedelta(hours=9)
-    assert outbox.send_one(db, queued.id, sender, NOW).status == "skipped"
+    assert send_one(db, queued.id, sender, NOW).status == "skipped"
     assert the_row(db, queued.id).status == "pending"
     assert fake.requests == []

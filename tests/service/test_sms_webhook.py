@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from flows import engine
 from flows.loader import get_flow
-from service.conversations import checkins
+from service.conversations import checkins, consent, inbound
 from service.messaging import outbox
 from service.messaging.senders import DryRunSender, TwilioSender
 from service.messaging.spool import DEAD_KEY, REDIS_KEY
@@ -59,6 +59,12 @@ DAYTIME = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)
 # A database of the shared Redis nobody else uses (the task tests use 11); only the spool key is
 # touched, never flushed.
 PRIVATE_REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('TEST_SPOOL_REDIS_DB', '14'))}"
+
+
+def send_one(*args, **kwargs):
+    """The outbox's send with the conversations' policy for a text that fails for good, as
+    the worker's task calls it."""
+    return outbox.send_one(*args, on_failed=consent.after_failed_send, **kwargs)
 
 
 @pytest.fixture
@@ -116,7 +122,7 @@ def the_patient(db, phone_number: str = PATIENT) -> Patient:
 def enroll(db, clinic: Clinic, *, now: datetime = DAYTIME, number: str = PATIENT,
            **kw) -> Patient:
     with db.transaction() as session:
-        return checkins.enroll_patient(session, session.get(Clinic, clinic.id), phone=number,
+        return consent.enroll_patient(session, session.get(Clinic, clinic.id), phone=number,
                                        now=now, **kw)
 
 
@@ -663,7 +669,7 @@ def test_use_case_waits_for_another_transaction_on_the_same_patient(phone, clini
     phone.text("PAIN")
 
     def answer_no(session):
-        return checkins.handle_inbound_sms(session, to=clinic_number, from_=PATIENT, body="no",
+        return inbound.handle_inbound_sms(session, to=clinic_number, from_=PATIENT, body="no",
                                            sid=new_sid(), now=datetime.now(UTC)).replies
 
     replies = first_holds_its_transaction_while_second_runs(
@@ -682,7 +688,7 @@ def test_a_duplicate_that_waited_on_the_first_delivery_is_run_again_and_has_no_e
     sid = new_sid()
 
     def deliver(session):
-        return checkins.handle_inbound_sms(session, to=clinic_number, from_=PATIENT, body=body,
+        return inbound.handle_inbound_sms(session, to=clinic_number, from_=PATIENT, body=body,
                                            sid=sid, now=datetime.now(UTC))
 
     before = counts(db)
@@ -783,7 +789,7 @@ def test_spooled_texts_are_replayed_in_order_once_the_database_is_back(
     spool_redis = request.getfixturevalue("private_redis") if where == "redis" else None
     down = make_app(DATABASE_URL=dead_database_url, REDIS_URL=redis_url)
     phone = Phone(down.test_client(), PATIENT, clinic_number)
-    holding = checkins.text_for_holding()
+    holding = inbound.text_for_holding()
 
     sids = []
     for body in ("PAIN", "no", "no"):
@@ -805,7 +811,7 @@ def test_spooled_texts_are_replayed_in_order_once_the_database_is_back(
     now = datetime.now(UTC)
     spool = up.extensions["spool"]
     assert spool.pending() == 3
-    assert spool.replay(lambda record: checkins.replay_spooled(db, record, now)) == 3
+    assert spool.replay(lambda record: inbound.replay_spooled(db, record, now)) == 3
     assert spool.pending() == 0
 
     (checkin,) = rows(db, CheckIn)
@@ -819,11 +825,11 @@ def test_spooled_texts_are_replayed_in_order_once_the_database_is_back(
     assert rows(db, Message, Message.direction == "out") == []  # recorded when really sent
 
     for row in queued:
-        assert outbox.send_one(db, row.id, DryRunSender(), now).status == "sent"
+        assert send_one(db, row.id, DryRunSender(), now).status == "sent"
     assert [m.body for m in rows(db, Message, Message.direction == "out")] == expected
 
     before = counts(db)
-    assert spool.replay(lambda record: checkins.replay_spooled(db, record, now)) == 0
+    assert spool.replay(lambda record: inbound.replay_spooled(db, record, now)) == 0
     assert counts(db) == before
 
 
@@ -846,11 +852,11 @@ def test_a_spooled_record_that_cannot_be_processed_goes_to_the_dead_letters_and_
     # The database still away: the replay stops at once and keeps everything, in order.
     dead_db = Database(dead_database_url)
     with pytest.raises(OperationalError):
-        spool.replay(lambda record: checkins.replay_spooled(dead_db, record, DAYTIME))
+        spool.replay(lambda record: inbound.replay_spooled(dead_db, record, DAYTIME))
     dead_db.dispose()
     assert (spool.pending(), spool.dead_count()) == (3, 0)
 
-    assert spool.replay(lambda record: checkins.replay_spooled(db, record, DAYTIME)) == 2
+    assert spool.replay(lambda record: inbound.replay_spooled(db, record, DAYTIME)) == 2
     assert spool.pending() == 0
     (dead,) = spool.dead()
     assert (dead["record"], dead["error"]) == (broken, "KeyError")
@@ -862,19 +868,19 @@ def test_a_spooled_record_that_cannot_be_processed_goes_to_the_dead_letters_and_
 def test_a_spooled_record_replayed_twice_has_one_effect(clinic, clinic_number, db):
     record = {"sid": new_sid(), "to": clinic_number, "from": PATIENT, "body": "PAIN",
               "opt_out_type": None, "received_at": DAYTIME.isoformat()}
-    checkins.replay_spooled(db, record, DAYTIME)
+    inbound.replay_spooled(db, record, DAYTIME)
     before = counts(db)
-    checkins.replay_spooled(db, record, DAYTIME)
+    inbound.replay_spooled(db, record, DAYTIME)
     assert counts(db) == before
     assert len(rows(db, Outbox)) == 2
 
 
 def test_a_spooled_stop_still_gets_its_one_confirmation_out(clinic, clinic_number, db):
-    checkins.replay_spooled(db, {"sid": new_sid(), "to": clinic_number, "from": PATIENT,
+    inbound.replay_spooled(db, {"sid": new_sid(), "to": clinic_number, "from": PATIENT,
                                  "body": "PAIN"}, DAYTIME)
-    checkins.replay_spooled(db, {"sid": new_sid(), "to": clinic_number, "from": PATIENT,
+    inbound.replay_spooled(db, {"sid": new_sid(), "to": clinic_number, "from": PATIENT,
                                  "body": "STOP"}, DAYTIME)
-    outcomes = {o.body: outbox.send_one(db, o.id, DryRunSender(), DAYTIME).status
+    outcomes = {o.body: send_one(db, o.id, DryRunSender(), DAYTIME).status
                 for o in rows(db, Outbox)}
     # The check-in texts were cancelled by the opt-out; its confirmation still goes out.
     assert outcomes[say("optout.confirm", clinic)] == "sent"
@@ -1019,7 +1025,7 @@ def sent_consent(phone, clinic, db):
     fake = fake_twilio_http.FakeTwilio()
     sender = TwilioSender(fake_twilio_http.ACCOUNT_SID, fake_twilio_http.AUTH_TOKEN,
                           http_client=fake)
-    result = outbox.send_one(db, row.id, sender, datetime.now(UTC),
+    result = send_one(db, row.id, sender, datetime.now(UTC),
                              status_callback=PUBLIC_BASE_URL + "/twilio/status")
     assert result.status == "sent"
     return result.detail
@@ -1080,7 +1086,7 @@ def test_a_status_callback_that_beats_the_send_record_is_not_lost(phone, clinic,
         on_create=lambda message: phone.status(message["sid"], "delivered"))
     sender = TwilioSender(fake_twilio_http.ACCOUNT_SID, fake_twilio_http.AUTH_TOKEN,
                           http_client=fake)
-    sid = outbox.send_one(db, row.id, sender, datetime.now(UTC)).detail
+    sid = send_one(db, row.id, sender, datetime.now(UTC)).detail
     assert message_status(db, sid) == ("delivered", None)
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.conversations import checkins
+from service.conversations import inbound
 from service.store.models import Message
 from tests.service.sms_helpers import SMS_CONFIG, Phone, rows, twiml_messages
 
@@ -34,7 +34,7 @@ def test_texts_after_the_outage_wait_behind_the_spooled_ones(make_app, make_clin
     spool_dir = str(tmp_path / "spool")
     down = make_app(DATABASE_URL=dead_database_url, SPOOL_DIR=spool_dir)
     up = make_app(SPOOL_DIR=spool_dir)
-    holding = checkins.text_for_holding()
+    holding = inbound.text_for_holding()
 
     assert twiml_messages(Phone(down.test_client(), PATIENT, number).send("PAIN")) == [holding]
     # The database is back, but the spool was not replayed yet.
@@ -46,7 +46,7 @@ def test_texts_after_the_outage_wait_behind_the_spooled_ones(make_app, make_clin
     spool = up.extensions["spool"]
     assert spool.holds(PATIENT) and not spool.holds(OTHER_PATIENT)
     assert [m.body for m in rows(db, Message, Message.direction == "in")] == ["PAIN"]
-    assert spool.replay(lambda record: checkins.replay_spooled(db, record, datetime.now(UTC))) == 2
+    assert spool.replay(lambda record: inbound.replay_spooled(db, record, datetime.now(UTC))) == 2
     assert not spool.holds(PATIENT)
     mine = rows(db, Message, Message.direction == "in", Message.from_number == PATIENT,
                 order_by=Message.id)

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from service import clock as service_clock
-from service import taskqueue as jobs
+from service import taskqueue
 from service.cli import main
 from service.config import ConfigError, load_config
 from service.store.models import FollowUp
@@ -43,7 +43,7 @@ def test_celery_app_settings_and_beat_schedule(tmp_path):
 
 
 def test_redis_broker_settings_carry_the_key_prefix():
-    settings = jobs.broker_settings(load_config(
+    settings = taskqueue.broker_settings(load_config(
         {"REDIS_URL": "redis://127.0.0.1:6379/11", "REDIS_KEY_PREFIX": "x:"}, environ={}))
     assert settings["broker_url"] == "redis://127.0.0.1:6379/11"
     assert settings["broker_transport_options"]["global_keyprefix"] == "x:"

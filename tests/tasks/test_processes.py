@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service import taskqueue as jobs
+from service import taskqueue
 from service.config import load_config
-from service.conversations import checkins
+from service.conversations import consent, inbound
 from service.messaging.ratelimit import RateLimiter
 from service.store import Database, migrate
 from service.store.models import FollowUp, Message, Outbox
@@ -79,7 +79,7 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
 
             clinic = create_clinic(session, name="Rate Clinic", numbers=["+16175550106"])
             for n in range(patients):
-                checkins.enroll_patient(session, clinic, phone=f"+1617555{n + 200:04d}",
+                consent.enroll_patient(session, clinic, phone=f"+1617555{n + 200:04d}",
                                         now=now)
         api = FakeTwilioApi()
         prefix = redis_prefix + "procs:"
@@ -99,7 +99,7 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
                 wait_for_log(logs[1], " ready.", w2)
                 config = load_config({"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix},
                                      environ={})
-                assert jobs.send_task("tasks.send_due_outbox", config=config)
+                assert taskqueue.send_task("tasks.send_due_outbox", config=config)
                 wait_for(lambda: all(r.status == "sent" for r in rows(db, Outbox)),
                          timeout=90, what="every text sent")
         posts = api.posts()
@@ -135,7 +135,7 @@ def test_embedded_broker_worker_and_beat_send_a_followup_when_the_clock_is_moved
             create_clinic(session, name="Laptop Clinic", numbers=["+16175550107"])
         for n, body in enumerate(["PAIN", *intake_replies(SELF_CARE)]):
             with db.transaction() as session:
-                checkins.handle_inbound_sms(session, to="+16175550107", from_="+16175550144",
+                inbound.handle_inbound_sms(session, to="+16175550107", from_="+16175550144",
                                             body=body, sid=f"SM{n:032x}", now=intake_at)
         first = rows(db, FollowUp, FollowUp.kind == "first")[0]
         assert first.due_at == intake_at + timedelta(days=28)

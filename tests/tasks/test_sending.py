@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from service.conversations import checkins
+from service.conversations import consent
 from service.messaging import outbox
 from service.store.models import Alert, Clinic, Message, Outbox, Patient
 from tests.tasks.helpers import Phone, one, rows, run_beat, run_task
@@ -28,7 +28,7 @@ def enrolled(db, clinic, clock):
     """A patient just enrolled at 10:00 local: one consent text queued."""
     now = clock.local(2026, 6, 1, 10, 0)
     with db.transaction() as session:
-        patient = checkins.enroll_patient(session, session.get(Clinic, clinic.id),
+        patient = consent.enroll_patient(session, session.get(Clinic, clinic.id),
                                           phone=PATIENT, now=now)
         return patient.id
 

@@ -15,8 +15,10 @@ from flask import Blueprint, Response, g, jsonify, request, url_for
 from sqlalchemy.exc import IntegrityError
 
 from flows.triage import RULE_TEXT
+from service import clock
 from service.accounts import api_tokens
-from service.conversations import checkins
+from service.conversations import checkins, consent
+from service.phones import normalize_phone
 from service.records import alerts, audit
 from service.records import patients as patient_records
 from service.store import get_db
@@ -60,9 +62,7 @@ def _actor() -> dict[str, Any]:
 
 
 def _now() -> datetime:
-    from service import clock  # moved by TRIAGE_CLOCK_OFFSET_DAYS outside production
-
-    return clock.now()
+    return clock.now()  # moved by TRIAGE_CLOCK_OFFSET_DAYS outside production
 
 
 @bp.get("/openapi.json")
@@ -81,7 +81,7 @@ def enroll_patient():
     try:
         with get_db().transaction() as session:
             clinic = session.get(Clinic, g.clinic_id)
-            patient = checkins.enroll_patient(session, clinic, now=now, **fields)
+            patient = consent.enroll_patient(session, clinic, now=now, **fields)
             audit.record(session, clinic_id=clinic.id, patient_id=patient.id,
                          action="patient_enrolled", now=now, **_actor())
             data = _patients(session, [patient])[0]
@@ -98,8 +98,6 @@ def enroll_patient():
 
 def _enrollment(body: dict[str, Any]) -> dict[str, Any]:
     """The use case's arguments from a body that matched the schema; 422 on a bad value."""
-    from service.phones import normalize_phone
-
     try:
         phone = normalize_phone(body["phone"])
     except ValueError as exc:

@@ -26,12 +26,13 @@ from flask_wtf.csrf import CSRFError
 
 from service import clock
 from service.accounts import staff as staff_accounts
-from service.conversations import checkins
+from service.conversations import checkins, consent
 from service.logs import mask_phone
 from service.records import alerts, audit, exports
 from service.records import patients as patient_records
 from service.store import get_db
 from service.store.models import CheckIn, Clinic, Patient
+from service.store.queries import active_checkin
 from service.web.dashboard import presenters, queries
 from service.web.dashboard.auth import StaffUser, admin_required, safe_next
 from service.web.dashboard.forms import LANGUAGES, parse_date_range, parse_enroll, timezones
@@ -273,7 +274,7 @@ def enroll():
             with get_db().transaction() as session:
                 clinic = session.get(Clinic, _staff().clinic_id)
                 try:
-                    patient = checkins.enroll_patient(
+                    patient = consent.enroll_patient(
                         session, clinic, phone=data.phone, now=now, name=data.name,
                         date_of_birth=data.date_of_birth, language=data.language,
                         timezone=data.timezone, calls_allowed=data.calls_allowed)
@@ -319,7 +320,7 @@ def patient(patient_id: int):
             "dashboard/patient.html", patient=record, entries=entries, chart=chart,
             contexts=contexts, episode=episode, latest_pain=latest_pain, cards=open_cards,
             pending=pending, tz=staff.clinic_timezone, time=presenters.local_time,
-            active=checkins.active_checkin(session, record.id))
+            active=active_checkin(session, record.id))
 
 
 def _contexts(checkin_rows, patient_alerts, episodes, latest_pain):
@@ -396,7 +397,7 @@ def followups(patient_id: int, what: str):
 def opt_out(patient_id: int):
     def act(session, clinic, record, now):
         # The patient asked us (by phone, in person) to stop: no confirmation text is sent.
-        checkins.opt_out(session, clinic, record, "", now)
+        consent.opt_out(session, clinic, record, "", now)
         _record(session, "patient_opted_out", patient_id=record.id)
         return "Marked as opted out: no more texts or calls; follow-ups cancelled."
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask import Blueprint, Flask, abort, current_app, jsonify, render_template, request
 
 from service import clock
-from service.conversations import checkins
+from service.conversations import inbound
 from service.phones import normalize_phone
 from service.store import get_db
 from service.store.models import Clinic, ClinicNumber, Message, Outbox, Patient
@@ -49,7 +49,7 @@ def send():
     except ValueError as exc:
         return _bad(str(exc))
     body = str(data.get("body", ""))[:1600]
-    result = get_db().run(checkins.handle_inbound_sms, to=to, from_=frm, body=body,
+    result = get_db().run(inbound.handle_inbound_sms, to=to, from_=frm, body=body,
                           sid="SIM" + uuid.uuid4().hex, now=clock.now())
     return jsonify({"replies": result.replies, "reason": result.reason})
 

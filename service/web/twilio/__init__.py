@@ -1,15 +1,14 @@
-"""Twilio webhooks: inbound SMS and delivery status (voice lives beside them)."""
+"""Twilio webhooks: signature (every request), sms (inbound texts), voice (calls), status
+(delivery and call status callbacks)."""
 
 from __future__ import annotations
 
 from flask import Flask
 
-from service.web.twilio import voice, webhooks
-from service.web.twilio.webhooks import bp
-
-__all__ = ["bp", "init_app"]
+from service.web.twilio import sms, status, voice
 
 
 def init_app(app: Flask) -> None:
-    webhooks.init_app(app)
+    sms.init_app(app)
+    status.init_app(app)
     voice.init_app(app)

@@ -1,5 +1,5 @@
 """POST /twilio/voice and its follow-on paths: verify the signature, call the voice use case,
-answer TwiML. Call status callbacks arrive at /twilio/status (webhooks.py hands them here).
+answer TwiML. Call status callbacks arrive at /twilio/status (status.py hands them here).
 
 Each follow-on URL carries `n`, the number of the prompt it answers, so a late or repeated
 request is answered with the current prompt instead of being taken as an answer to it.
@@ -14,11 +14,11 @@ from flask import Blueprint, Flask, Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 
 from flows.loader import messages
-from service import clock
-from service import taskqueue as jobs
+from service import clock, taskqueue
 from service.store import get_db
-from service.voice import calls as voice_calls
-from service.web.twilio.webhooks import DB_UNAVAILABLE, verify_signature
+from service.store.queries import DB_UNAVAILABLE
+from service.voice import calls, ivr, replies
+from service.web.twilio.signature import verify_signature
 
 log = logging.getLogger(__name__)
 bp = Blueprint("twilio_voice", __name__, url_prefix="/twilio/voice")
@@ -26,9 +26,9 @@ bp = Blueprint("twilio_voice", __name__, url_prefix="/twilio/voice")
 # Speech recognition and text-to-speech per language (Amazon Polly voices through Twilio).
 LANGUAGE_TAGS = {"en": "en-US", "es": "es-MX"}
 VOICES = {"en": "Polly.Joanna", "es": "Polly.Mia"}
-STEPS = {"lang": voice_calls.choose_language, "answer": voice_calls.answer,
-         "confirm": voice_calls.confirm, "offer": voice_calls.offer,
-         "advice": voice_calls.advice}
+STEPS = {"lang": ivr.choose_language, "answer": ivr.answer,
+         "confirm": ivr.confirm, "offer": ivr.offer,
+         "advice": ivr.advice}
 
 
 def init_app(app: Flask) -> None:
@@ -41,7 +41,7 @@ def step_url(step: str, **query) -> str:
     return f"{base}/twilio/voice/{step}" + (f"?{urlencode(query)}" if query else "")
 
 
-def to_twiml(reply: voice_calls.VoiceReply) -> str:
+def to_twiml(reply: replies.VoiceReply) -> str:
     """A VoiceReply as TwiML: <Say>s, then a <Gather> with the prompt and a <Redirect> for no
     input; or <Dial> and <Hangup>."""
     resp = VoiceResponse()
@@ -68,24 +68,24 @@ def to_twiml(reply: voice_calls.VoiceReply) -> str:
     return str(resp)
 
 
-def _say(verb, line: voice_calls.Line) -> None:
+def _say(verb, line: replies.Line) -> None:
     verb.say(line.text, voice=VOICES[line.lang], language=LANGUAGE_TAGS[line.lang])
 
 
-def _twiml(reply: voice_calls.VoiceReply) -> Response:
+def _twiml(reply: replies.VoiceReply) -> Response:
     ending = reply.listen is None or reply.listen.step == "advice"
     if ending and current_app.config.get("REDIS_URL"):
         # An outcome's on-call text, or the texts of a call finished by SMS, go out now rather
         # than at the next beat.
-        jobs.send_task("tasks.send_now", config=current_app.config)
+        taskqueue.send_task("tasks.send_now", config=current_app.config)
     return Response(to_twiml(reply), mimetype="text/xml")
 
 
 def _unavailable() -> Response:
     """The database is away: a call cannot wait for it. Both languages, then hang up."""
-    lines = tuple(voice_calls.Line(messages().get("voice.unavailable", lang), lang)
+    lines = tuple(replies.Line(messages().get("voice.unavailable", lang), lang)
                   for lang in ("en", "es"))
-    return _twiml(voice_calls.VoiceReply(say=lines, hangup=True))
+    return _twiml(replies.VoiceReply(say=lines, hangup=True))
 
 
 def _turn() -> int | None:
@@ -115,7 +115,7 @@ def incoming():
     if not sid:
         return _bad_request()
     try:
-        reply = get_db().run(voice_calls.answer_call, call_sid=sid,
+        reply = get_db().run(ivr.answer_call, call_sid=sid,
                              to=form.get("To", ""), from_=form.get("From", ""),
                              answered_by=form.get("AnsweredBy"), call_id=_call_id(),
                              now=clock.now())
@@ -139,7 +139,7 @@ def follow_on(step: str):
     now = clock.now()
     try:
         if step == "silence":
-            reply = get_db().run(voice_calls.silence, call_sid=sid, turn=_turn(), now=now)
+            reply = get_db().run(ivr.silence, call_sid=sid, turn=_turn(), now=now)
         else:
             reply = get_db().run(STEPS[step], call_sid=sid, turn=_turn(),
                                  digits=form.get("Digits", "").strip(),
@@ -158,7 +158,7 @@ def call_status() -> Response:
         return Response("CallSid and CallStatus are required", status=400,
                         mimetype="text/plain")
     with get_db().transaction() as session:
-        voice_calls.record_call_status(
+        calls.record_call_status(
             session, call_sid=sid, status=state, now=clock.now(),
             answered_by=form.get("AnsweredBy"), duration=_int(form.get("CallDuration")),
             error_code=_int(form.get("ErrorCode")), call_id=_call_id())

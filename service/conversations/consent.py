@@ -1,0 +1,102 @@
+"""Consent: enrolment with its consent text, opting out (ours or Twilio's), and what a text
+that can never be delivered means for the patient (CLINICAL.md §7)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from flows import keywords
+from service.conversations import checkins
+from service.conversations.checkins import CheckInError, text_for, timezone_of
+from service.messaging import outbox
+from service.messaging.senders import INVALID_NUMBERS, OPTED_OUT, SendError
+from service.phones import normalize_phone
+from service.records.alerts import raise_alert
+from service.store.models import Alert, Clinic, Outbox, Patient
+from service.store.queries import active_checkin, cancel_followups, cancel_pending_outbox
+
+log = logging.getLogger(__name__)
+
+
+def enroll_patient(session: Session, clinic: Clinic, *, phone: str, now: datetime,
+                   name: str | None = None, date_of_birth: date | None = None,
+                   language: str = "en", timezone: str | None = None,
+                   calls_allowed: bool = False) -> Patient:
+    """Enrolls a patient and queues the consent message (no health question before YES)."""
+    phone = normalize_phone(phone)
+    if language not in ("en", "es"):
+        raise ValueError("language must be 'en' or 'es'")
+    exists = session.execute(sa.select(Patient.id).where(
+        Patient.clinic_id == clinic.id, Patient.phone_e164 == phone,
+        Patient.erased_at.is_(None))).first()
+    if exists:
+        raise CheckInError("a patient with this phone number is already enrolled")
+    patient = Patient(clinic_id=clinic.id, phone_e164=phone, name=name,
+                      date_of_birth=date_of_birth, language=language, timezone=timezone,
+                      calls_allowed=calls_allowed, consent="pending", created_at=now)
+    session.add(patient)
+    session.flush()
+    outbox.enqueue(session, clinic=clinic, patient=patient, kind="consent", now=now,
+                   body=text_for("consent", clinic, language), tz=timezone_of(patient, clinic))
+    log.info("patient %s enrolled (clinic %s)", patient.id, clinic.id)
+    return patient
+
+
+def opt_out(session: Session, clinic: Clinic, patient: Patient, text: str, now: datetime,
+            opt_out_type: str | None = None) -> list[str]:
+    """Records the opt-out, cancels what was pending; returns at most one confirmation."""
+    already = patient.opted_out
+    patient.opted_out, patient.opted_out_at = True, patient.opted_out_at or now
+    cancel_followups(session, patient.id, reason="opted_out")
+    cancel_pending_outbox(session, patient.id)
+    checkin = active_checkin(session, patient.id)
+    if checkin is not None:
+        checkins.abandon(session, clinic, patient, checkin, now, "opted out during the check-in")
+    if already:
+        return []
+    if twilio_answered(clinic, text, opt_out_type, "STOP"):
+        return []
+    return [text_for("optout.confirm", clinic, patient.language)]
+
+
+def twilio_answered(clinic: Clinic, text: str, opt_out_type: str | None, kind: str) -> bool:
+    """Did Twilio's own opt-out handling already confirm this STOP or START to the patient?
+
+    OptOutType says so whenever Twilio sends it, whatever the clinic setting (ours would be a
+    second confirmation, and Twilio blocks texts to an opted-out number anyway). Without it,
+    the clinic setting and Twilio's default keywords decide.
+    """
+    if opt_out_type:
+        return opt_out_type.upper() == kind
+    if not clinic.twilio_optout_handling:
+        return False
+    return keywords.is_twilio_opt_out(text) if kind == "STOP" else keywords.is_twilio_opt_in(text)
+
+
+def after_failed_send(session: Session, row: Outbox, exc: SendError, now: datetime) -> None:
+    """What a text that will never go out means: opted out, a bad number, or an alert
+    (`outbox.send_one`'s `on_failed`)."""
+    patient = session.get(Patient, row.patient_id) if row.patient_id else None
+    clinic = session.get(Clinic, row.clinic_id)
+    if patient is not None and exc.code == OPTED_OUT:
+        # The patient told Twilio STOP (Twilio blocks us): the same as telling us. Twilio has
+        # confirmed it to them already, so nothing more is sent.
+        opt_out(session, clinic, patient, "", now, opt_out_type="STOP")
+        return
+    if patient is not None and exc.code in INVALID_NUMBERS:
+        patient.number_invalid = True
+        raise_alert(session, clinic, patient, kind="invalid_number", level="soon",
+                             now=now, summary="The patient's phone number cannot get texts "
+                             f"(Twilio error {exc.code}). Please check the number.")
+        return
+    if patient is None and row.alert_id is not None:
+        patient = session.get(Patient, session.get(Alert, row.alert_id).patient_id)
+    if patient is not None:
+        what = "An on-call text" if row.kind == "oncall" else "A text to the patient"
+        raise_alert(session, clinic, patient, kind="send_failed", level="soon", now=now,
+                             summary=f"{what} could not be sent after {row.attempts} "
+                             f"attempt(s) ({exc}).")

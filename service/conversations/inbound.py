@@ -1,0 +1,310 @@
+"""Inbound SMS: one text from a patient (or a stranger), read and answered in the caller's
+transaction, with the replies recorded; and the replay of texts spooled while the database
+was away."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, joinedload
+
+from flows import engine, keywords, parsing
+from flows.loader import messages
+from service.conversations import checkins, consent
+from service.conversations.checkins import text_for
+from service.logs import mask_phone
+from service.messaging import outbox
+from service.phones import normalize_phone
+from service.records.alerts import raise_alert
+from service.store.models import CheckIn, Clinic, ClinicNumber, Message, Patient, WebhookReceipt
+from service.store.queries import active_checkin, open_episode, send_soon
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InboundResult:
+    replies: list[str] = field(default_factory=list)
+    duplicate: bool = False
+    reason: str = ""  # why there is no reply, for logs: unknown_clinic, opted_out, ...
+    # The sender and the conversation as the use case left them, so that recording the replies
+    # does not read them again; None when the use case did not have them at hand.
+    patient: Patient | None = field(default=None, compare=False, repr=False)
+    checkin: CheckIn | None = field(default=None, compare=False, repr=False)
+    send_soon: bool = False  # it queued texts or raised an alert: the sender has work now
+
+
+def clinic_for_number(session: Session, to_number: str) -> Clinic | None:
+    try:
+        phone = normalize_phone(to_number)
+    except ValueError:
+        return None
+    # The numbers come in the same statement: every inbound text records the clinic's number.
+    row = session.execute(
+        sa.select(Clinic).join(ClinicNumber).where(ClinicNumber.phone_e164 == phone)
+        .options(joinedload(Clinic.numbers))
+    ).unique().scalar_one_or_none()
+    return row
+
+
+def lock_patient(session: Session, clinic_id: int, phone: str) -> Patient | None:
+    """The patient row, locked until commit on PostgreSQL so one patient's messages queue up."""
+    return session.execute(
+        sa.select(Patient)
+        .where(Patient.clinic_id == clinic_id, Patient.phone_e164 == phone,
+               Patient.erased_at.is_(None))
+        .with_for_update()
+    ).scalar_one_or_none()
+
+
+_SENDER = (
+    sa.select(Patient, Clinic,
+              sa.select(WebhookReceipt.response_body)
+              .where(WebhookReceipt.sid == sa.bindparam("sid")).scalar_subquery())
+    .join(Clinic, Clinic.id == Patient.clinic_id)
+    .join(ClinicNumber, ClinicNumber.clinic_id == Clinic.id)
+    .where(ClinicNumber.phone_e164 == sa.bindparam("clinic_phone"),
+           Patient.phone_e164 == sa.bindparam("phone"), Patient.erased_at.is_(None))
+    .with_for_update(of=Patient)
+)
+
+
+_INSERT_MESSAGES = sa.insert(Message.__table__)
+
+
+_INSERT_RECEIPT = sa.insert(WebhookReceipt.__table__)
+
+
+def _lock_sender(session: Session, clinic_phone: str, phone: str,
+                 sid: str) -> tuple[Patient, Clinic, str | None] | None:
+    """(patient, clinic, reply already given to `sid`) in one statement, the patient row locked
+    until commit on PostgreSQL; None when the number is no patient of the clinic texted.
+
+    The receipt is read with the statement's snapshot, taken before any wait on the lock: a
+    duplicate delivery racing the first one can miss it. It then fails on a unique key when it
+    writes the text (`messages.twilio_sid`, else the receipt's key) and its transaction is
+    rolled back; `Database.run` runs it again, and the new statement sees the receipt.
+    """
+    row = session.execute(_SENDER, {"sid": sid, "clinic_phone": clinic_phone,
+                                    "phone": phone}).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | None, sid: str,
+                       now: datetime, opt_out_type: str | None = None,
+                       replies_via_outbox: bool = False) -> InboundResult:
+    """One inbound text: the whole use case, in the caller's transaction.
+
+    The replies are returned for the webhook's TwiML and recorded as messages. With
+    `replies_via_outbox` (a spooled text replayed after its webhook answered) they are queued in
+    the outbox instead, to go out at once; the send records them, so each exists once.
+
+    A duplicate delivery racing the first one raises IntegrityError: call it through
+    `Database.run`, which runs it again in a new transaction.
+    """
+    clinic_phone, phone = _phone_or_none(to), _phone_or_none(from_)
+    found = _lock_sender(session, clinic_phone, phone, sid) if clinic_phone and phone else None
+    if found is not None:
+        patient, clinic, answered = found
+    else:
+        # Not a patient of the clinic texted (or no such clinic): the slower, rarer path.
+        clinic = clinic_for_number(session, to)
+        if clinic is None:
+            log.warning("inbound sms to a number no clinic owns (sid=%s)", sid)
+            return InboundResult(reason="unknown_clinic")
+        if phone is None:
+            log.warning("inbound sms from a malformed number (sid=%s)", sid)
+            return InboundResult(reason="bad_from")
+        patient = lock_patient(session, clinic.id, phone)
+        receipt = session.get(WebhookReceipt, sid) if sid else None
+        answered = receipt.response_body if receipt is not None else None
+    if sid and answered is not None:
+        return InboundResult(json.loads(answered), duplicate=True)
+    text = (body or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
+    # clinic_phone is set: the clinic was found by it.
+    sms = _Text(clinic_phone, phone, text, sid, now, opt_out_type)
+    result = _inbound(session, clinic, patient, sms)
+    _deliver_replies(session, clinic, sms, result, via_outbox=replies_via_outbox)
+    # Written as plain rows (nothing reads them back in this unit of work): the ORM's unit of
+    # work would fetch each message's id and cost the webhook a third of its CPU. The text's
+    # SID is unique in both tables: this is what stops a racing duplicate (see _lock_sender),
+    # so every delivery with a SID must write one of them.
+    if sms.messages:
+        session.execute(_INSERT_MESSAGES, sms.messages)
+    if sid:
+        session.execute(_INSERT_RECEIPT, {"sid": sid, "kind": "sms", "created_at": now,
+                                          "response_body": json.dumps(result.replies)})
+    result.send_soon = send_soon(session)
+    return result
+
+
+def _phone_or_none(text: str) -> str | None:
+    try:
+        return normalize_phone(text)
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _Text:
+    """One inbound text (the clinic number it was sent to and the sender's, both E.164), and
+    the message rows it leaves: the text itself and the replies, written in one statement."""
+
+    clinic_phone: str
+    phone: str
+    text: str
+    sid: str
+    now: datetime
+    opt_out_type: str | None
+    messages: list[dict] = field(default_factory=list)
+
+
+def _inbound(session, clinic, patient, sms: _Text) -> InboundResult:
+    word = keywords.classify(sms.text)
+    # Twilio's own opt-out handling says what it did with this text (its keywords may go beyond
+    # ours, e.g. YES as an opt-in word): the patient's choice is recorded here too.
+    word = {"STOP": "stop", "START": "start"}.get((sms.opt_out_type or "").upper(), word)
+    if patient is None:
+        patient = _unknown_number(session, clinic, sms, word)
+        if isinstance(patient, InboundResult):
+            return patient
+        _record_in(patient, sms, None)
+        return InboundResult(checkins.start(session, clinic, patient, "intake", sms.now, reply=True),
+                             patient=patient)
+    checkin = active_checkin(session, patient.id)
+    _record_in(patient, sms, checkin)
+    result = _from_patient(session, clinic, patient, checkin, sms.text, word, sms.now,
+                           sms.opt_out_type)
+    result.patient, result.checkin = patient, checkin
+    return result
+
+
+def _from_patient(session, clinic, patient, checkin, text, word, now, opt_out_type):
+    lang = patient.language
+    if word == "stop":
+        return InboundResult(consent.opt_out(session, clinic, patient, text, now, opt_out_type))
+    if word == "start" and patient.opted_out:
+        patient.opted_out, patient.opted_out_at = False, None
+        if consent.twilio_answered(clinic, text, opt_out_type, "START"):
+            return InboundResult(reason="twilio_confirms_start")  # Twilio answers START itself
+        return InboundResult([text_for("optin.confirm", clinic, lang)])
+    if patient.opted_out:
+        return InboundResult(reason="opted_out")
+    if word == "help":
+        return InboundResult([text_for("help", clinic, lang)])
+    # START from a patient who never opted out asks for a check-in, like the clinic's keywords.
+    starting = word == "start" or keywords.is_start_keyword(text, clinic.start_keywords)
+    if patient.consent != "given":
+        answer = parsing.parse_yes_no(text, lang)
+        if starting or answer.value is True:
+            patient.consent, patient.consented_at = "given", now
+            return InboundResult(checkins.start(session, clinic, patient, "intake", now, reply=True))
+        if text and not answer.ok:
+            # Whatever they wrote before consenting (other than a plain no) reaches the clinic.
+            raise_alert(session, clinic, patient, kind="patient_message", level="info", now=now,
+                        episode=open_episode(session, patient.id), summary=text[:1600])
+        return InboundResult([text_for("consent.waiting", clinic, lang)])
+    if checkin is not None:
+        if starting:
+            return InboundResult(checkins.repeat_question(checkin))
+        if checkin.channel != "sms":
+            # Begun on a call: the patient has not seen this question in writing, so this text
+            # is not taken as its answer; the check-in goes on by text from this question.
+            checkins.switch_channel(checkin, "sms")
+            return InboundResult(checkins.repeat_question(checkin))
+        replies = checkins.step(session, clinic, patient, checkin, engine.Reply(text), now, reply=True)
+        return InboundResult(replies)
+    if starting:
+        return InboundResult(checkins.start(session, clinic, patient, "intake", now, reply=True))
+    # An enrolled patient writing out of the blue: the clinic hears it, and we check in early.
+    episode = open_episode(session, patient.id)
+    raise_alert(session, clinic, patient, kind="patient_message", level="info", now=now,
+                episode=episode, summary=text[:1600])
+    kind = "followup" if episode is not None else "intake"
+    return InboundResult(checkins.start(session, clinic, patient, kind, now, reply=True))
+
+
+def _unknown_number(session, clinic, sms: _Text, word):
+    phone, text, now, opt_out_type = sms.phone, sms.text, sms.now, sms.opt_out_type
+    lang = "es" if parsing.normalize(text) in ("dolor", "espalda", "ayuda") else "en"
+    if keywords.is_start_keyword(text, clinic.start_keywords):
+        patient = Patient(clinic_id=clinic.id, phone_e164=phone, language=lang, consent="given",
+                          consented_at=now, created_at=now)
+        session.add(patient)
+        session.flush()
+        log.info("new patient %s by start keyword (clinic %s)", mask_phone(phone), clinic.id)
+        return patient
+    if word == "stop":
+        # Remember the refusal so nothing is ever sent to this number.
+        patient = Patient(clinic_id=clinic.id, phone_e164=phone, language=lang, consent="pending",
+                          opted_out=True, opted_out_at=now, created_at=now)
+        session.add(patient)
+        session.flush()
+        _record_in(patient, sms, None, sid="")
+        if consent.twilio_answered(clinic, text, opt_out_type, "STOP"):
+            return InboundResult(reason="twilio_confirms_stop")
+        return InboundResult([text_for("optout.confirm", clinic, lang)])
+    if word == "help":
+        return InboundResult([text_for("help", clinic, lang)])
+    return InboundResult([text_for("unknown_number", clinic, lang)], reason="unknown_number")
+
+
+def _record_in(patient, sms: _Text, checkin, *, sid: str | None = None) -> None:
+    sid = sms.sid if sid is None else sid
+    sms.messages.append(_message_row(patient, checkin, sms, direction="in", body=sms.text,
+                                     from_number=sms.phone, to_number=sms.clinic_phone,
+                                     twilio_sid=sid or None, status="received"))
+
+
+def _message_row(patient, checkin, sms: _Text, **values) -> dict:
+    return {"clinic_id": patient.clinic_id, "patient_id": patient.id,
+            "checkin_id": checkin.id if checkin else None, "channel": "sms",
+            "created_at": sms.now, "updated_at": sms.now, **values}
+
+
+def _deliver_replies(session, clinic, sms: _Text, result: InboundResult, *,
+                     via_outbox: bool) -> None:
+    """Records the replies to one inbound text: as TwiML replies (sent by Twilio from the number
+    the patient texted), or queued in the outbox. They belong to the sender's active check-in
+    as the use case left it."""
+    if not result.replies:
+        return
+    patient = result.patient
+    if patient is None:  # a patient the use case created, or none
+        patient = session.execute(
+            sa.select(Patient).where(Patient.clinic_id == clinic.id,
+                                     Patient.phone_e164 == sms.phone,
+                                     Patient.erased_at.is_(None))).scalar_one_or_none()
+    checkin = result.checkin
+    if checkin is None or checkin.status != "active":  # ended, or another one started
+        checkin = active_checkin(session, patient.id) if patient is not None else None
+    for text in result.replies:
+        if via_outbox:
+            # An opted-out patient's only reply is the opt-out confirmation: it must still go.
+            kind = "optout_confirm" if patient is not None and patient.opted_out else "reply"
+            outbox.enqueue(session, clinic=clinic, body=text, kind=kind, now=sms.now,
+                           patient=patient, to=None if patient else sms.phone, checkin=checkin,
+                           quiet=False)
+        elif patient is not None:
+            sms.messages.append(_message_row(patient, checkin, sms, direction="out", body=text,
+                                             from_number=sms.clinic_phone,
+                                             to_number=patient.phone_e164, twilio_sid=None,
+                                             status="replied"))
+
+
+def text_for_holding(lang: str = "en") -> str:
+    """The holding reply while the database is away (no clinic details are at hand)."""
+    return messages().get("holding", lang)
+
+
+def replay_spooled(db, record: dict, now: datetime) -> None:
+    """Processes one spooled inbound message; its replies go out through the outbox at once
+    (its webhook answered with the holding text long ago). A record seen before does nothing."""
+    db.run(handle_inbound_sms, to=record["to"], from_=record["from"], body=record.get("body"),
+           sid=record["sid"], now=now, opt_out_type=record.get("opt_out_type"),
+           replies_via_outbox=True)
+

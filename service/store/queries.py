@@ -1,0 +1,79 @@
+"""Row lookups and bulk updates that several rooms share: each written once, here.
+
+They run inside the caller's unit of work and never commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from service.store.models import CheckIn, Episode, FollowUp, Outbox
+
+DB_UNAVAILABLE = (OperationalError, InterfaceError)
+"""The errors that mean "the database is away" (refused, dropped, timed out), not a bug."""
+
+PENDING_FOLLOWUP = ("scheduled", "claimed", "paused")  # follow-ups that may still go out
+IN_FLIGHT = ("sending", "unknown")  # outbox rows a sender holds (or held, if its lease ran out)
+
+_ACTIVE_CHECKIN = sa.select(CheckIn).where(CheckIn.patient_id == sa.bindparam("patient_id"),
+                                           CheckIn.status == "active")
+_SEND_SOON = "outbox.send_soon"
+
+
+def active_checkin(session: Session, patient_id: int) -> CheckIn | None:
+    """The patient's one active conversation, if any (CLINICAL.md §6: at most one)."""
+    return session.execute(_ACTIVE_CHECKIN, {"patient_id": patient_id}).scalar_one_or_none()
+
+
+def open_episode(session: Session, patient_id: int) -> Episode | None:
+    return session.execute(
+        sa.select(Episode).where(Episode.patient_id == patient_id, Episode.status == "open")
+    ).scalar_one_or_none()
+
+
+def cancel_followups(session: Session, patient_id: int, *, episode_id: int | None = None,
+                     reason: str = "") -> int:
+    """Cancels the patient's follow-ups that may still go out (of one episode, if given)."""
+    q = sa.update(FollowUp).where(FollowUp.patient_id == patient_id,
+                                  FollowUp.status.in_(PENDING_FOLLOWUP))
+    if episode_id is not None:
+        q = q.where(FollowUp.episode_id == episode_id)
+    return session.execute(q.values(status="cancelled")).rowcount
+
+
+def cancel_pending_outbox(session: Session, patient_id: int) -> int:
+    """Cancels the patient's queued texts that no sender has taken yet."""
+    return session.execute(
+        sa.update(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == "pending")
+        .values(status="cancelled")).rowcount
+
+
+def outbox_due(now: datetime):
+    """An outbox row is due: pending and its time has come, or held by a sender whose lease ran
+    out (the sender died, or the result of its send is unknown)."""
+    return sa.or_(
+        sa.and_(Outbox.status == "pending", Outbox.not_before <= now),
+        sa.and_(Outbox.status.in_(IN_FLIGHT), Outbox.claimed_until <= now),
+    )
+
+
+def followup_due(now: datetime):
+    """A follow-up is due: scheduled and its time has come, or claimed with an expired lease."""
+    return sa.or_(
+        sa.and_(FollowUp.status == "scheduled", FollowUp.due_at <= now),
+        sa.and_(FollowUp.status == "claimed", FollowUp.claimed_until <= now),
+    )
+
+
+def mark_send_soon(session: Session) -> None:
+    """This unit of work left something for the sender: queued texts, or an alert whose
+    on-call texts are due (the web then wakes the worker instead of waiting for the beat)."""
+    session.info[_SEND_SOON] = True
+
+
+def send_soon(session: Session) -> bool:
+    return bool(session.info.get(_SEND_SOON))

@@ -1,0 +1,41 @@
+"""POST /twilio/status: delivery status of a text, or the status of a call (both are posted
+here), recorded idempotently."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, request
+
+from service import clock
+from service.messaging import delivery
+from service.store import get_db
+from service.web.twilio import voice
+from service.web.twilio.signature import verify_signature
+
+bp = Blueprint("twilio_status", __name__, url_prefix="/twilio")
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+
+@bp.post("/status")
+def status():
+    verify_signature()
+    form = request.form
+    if form.get("CallSid") and form.get("CallStatus") and not form.get("MessageSid"):
+        return voice.call_status()
+    sid = form.get("MessageSid") or form.get("SmsSid") or ""
+    state = form.get("MessageStatus") or form.get("SmsStatus") or ""
+    if not sid or not state:
+        return Response("MessageSid and MessageStatus are required", status=400,
+                        mimetype="text/plain")
+    code = form.get("ErrorCode")
+    try:
+        error_code = int(code) if code else None
+    except ValueError:
+        error_code = None
+    # A race lost to the sender recording this message while we did (a callback that came
+    # quickly) is run again and finds its row: Twilio does not retry a callback we fail.
+    get_db().run(delivery.record_status, sid=sid, status=state, error_code=error_code,
+                 now=clock.now(), to=form.get("To"))
+    return Response("", status=204)
