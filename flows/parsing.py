@@ -2,8 +2,16 @@
 
 Forgiving about how people text (case, accents, punctuation, "7/10", "2wks", "siete"), strict
 where a wrong value would change the advice: a hedged, mixed or out-of-range reply is UNCLEAR
-and gets re-asked (CLINICAL.md §6), never guessed. Every word matches as a whole word, so
-"nothing" is not "no", "yesterday" is not "yes" and "sino" is not "si".
+and gets re-asked (CLINICAL.md §6), never guessed. A reply is an answer only when every word
+in it is the answer or a filler from the closed list of its kind (FILLERS: "yes I do", "about
+3 weeks", "it's a 7"); any other word makes it UNCLEAR ("yes but only sometimes", "7 but only
+when I move"). A range of numbers reads at its safer end ("2-3 weeks" -> 21 days, "6 or 7" ->
+7). Every word matches as a whole word, so "nothing" is not "no", "yesterday" is not "yes"
+and "sino" is not "si".
+
+Opt-out and the other control words are read before any of this, in flows.reading; no filler
+list here holds an opt-out word, so a text with one is no answer even when parsed alone (but
+for the idiom "para nada", "not at all", which flows.keywords does not count as "para").
 
 Pure functions: no I/O, no clock; no function raises on any str input.
 """
@@ -19,10 +27,21 @@ from fractions import Fraction
 from typing import NamedTuple
 
 __all__ = [
+    "AGE_FILLERS",
+    "CHOICE_FILLERS",
+    "DURATION_FILLERS",
+    "FILLERS",
     "KINDS",
     "NOT_SURE",
+    "NO_ONLY_FILLERS",
+    "NO_WORDS",
+    "PAIN_FILLERS",
     "STATUSES",
+    "STATUS_FILLERS",
     "UNCLEAR",
+    "YES_NO_FILLERS",
+    "YES_NO_VOCABULARY",
+    "YES_WORDS",
     "Parsed",
     "normalize",
     "parse",
@@ -32,6 +51,7 @@ __all__ = [
     "parse_pain_score",
     "parse_status",
     "parse_yes_no",
+    "yes_no_words",
 ]
 
 
@@ -182,12 +202,6 @@ _NOT_SURE_LEXICON = _Lexicon(_entries("not_sure", _NOT_SURE_PHRASES))
 _WHOLE_NOT_SURE = frozenset({"nose"})
 
 
-def _says_not_sure(tokens: Sequence[str]) -> bool:
-    if " ".join(tokens) in _WHOLE_NOT_SURE:
-        return True
-    return any(label == "not_sure" for label, _ in _NOT_SURE_LEXICON.scan(tokens))
-
-
 # ---- numbers ---------------------------------------------------------------------------------
 
 _UNIT_WORDS = {
@@ -273,21 +287,44 @@ def _single_value(values: set[Fraction], not_sure: bool, low: int, high: int) ->
 
 # ---- yes / no --------------------------------------------------------------------------------
 
+_YES_PHRASES = (
+    "yes|yeah|yea|yeh|yah|yep|yup|yes please|aye|correct|true|affirmative|absolutely|"
+    "definitely|certainly|of course|thats right|that is right|thats correct|that is correct|"
+    "si|claro|claro que si|por supuesto|desde luego|asi es|correcto|exacto|afirmativo"
+)
+_NO_PHRASES = (
+    "no|nope|nop|nah|naw|nay|never|negative|false|incorrect|no way|not at all|"
+    "not anymore|not any more|absolutely not|definitely not|certainly not|"
+    "of course not|nunca|jamas|para nada|de ninguna manera|en absoluto|claro que no|"
+    "por supuesto que no|negativo|ya no"
+)
+_NEGATIONS = (
+    "not|dont|doesnt|didnt|isnt|wasnt|arent|werent|havent|hasnt|hadnt|wont|cant|cannot|"
+    "couldnt|wouldnt|shouldnt|aint|nor|neither|ni|tampoco"
+)
+# The closed list of words that do not change a yes or a no (CLINICAL.md §6): the subject and
+# verb that repeat it ("yes I do", "yes it is", "sí tengo", "no es"), courtesy ("no thanks",
+# "sí señor", "yes please") and emphasis ("yes really", "well no"). Nothing else: a reply
+# with any other word ("yes at night", "no fever", "yes but only sometimes") is UNCLEAR.
+YES_NO_FILLERS = frozenset(
+    "i im ive id do did does have has had am is was are were it its that thats "
+    "please pls plz thanks thank you thx ty ok okay oh well really indeed totally sure very "
+    "much sir maam mam doctor doc "
+    "tengo tuve tenia he ha hay habia es era fue esta estoy estaba lo la eso "
+    "senor senora senorita doctora gracias por favor porfa oye bueno pues".split()
+)
+# Words allowed beside a no only: "nope none", "no nothing", "no I haven't", "no nada".
+NO_ONLY_FILLERS = frozenset(
+    _NEGATIONS.split("|") + "none nothing nada ninguno ninguna ningun".split()
+)
+# English verbs that repeat a yes: with a no they need their negation ("no I have not"); "no I
+# do" / "no it is" contradict themselves and are UNCLEAR.
+_AFFIRMING_VERBS = frozenset("do did does have has had am is was are were im ive its thats".split())
+
 _YES_NO_LEXICON = _Lexicon(
     _entries("not_sure", _NOT_SURE_PHRASES)
-    + _entries(
-        True,
-        "yes|yeah|yea|yeh|yah|yep|yup|yes please|aye|correct|true|affirmative|absolutely|"
-        "definitely|certainly|of course|si|claro|claro que si|por supuesto|desde luego|"
-        "asi es|correcto|exacto|afirmativo",
-    )
-    + _entries(
-        False,
-        "no|nope|nop|nah|naw|nay|never|negative|false|incorrect|no way|not at all|"
-        "not anymore|not any more|absolutely not|definitely not|certainly not|"
-        "of course not|nunca|jamas|para nada|de ninguna manera|en absoluto|claro que no|"
-        "por supuesto que no|negativo|ya no",
-    )
+    + _entries(True, _YES_PHRASES)
+    + _entries(False, _NO_PHRASES)
     + _entries(
         "hedge",
         "maybe|perhaps|possibly|probably|likely|unlikely|might|may|could be|kind of|kinda|"
@@ -317,11 +354,9 @@ _YES_NO_LEXICON = _Lexicon(
         "no ayuda|no me ayuda|no ha ayudado|no alivia|no mejora|no cede|nunca para|"
         "nunca se quita|nunca se va|nunca me deja|nunca mejora",
     )
-    + _entries(
-        "negation",
-        "not|dont|doesnt|didnt|isnt|wasnt|arent|werent|havent|hasnt|hadnt|wont|cant|cannot|"
-        "couldnt|wouldnt|shouldnt|aint|nor|neither|ni|tampoco",
-    )
+    + _entries("negation", _NEGATIONS)
+    + _entries("no_only", "none|nothing|nada|ninguno|ninguna|ningun")
+    + [(word, "filler") for word in sorted(YES_NO_FILLERS)]
     + [("ya", "ya")]
 )
 
@@ -341,6 +376,22 @@ _WHOLE_YES_NO = {
         False,
     ),
 }  # fmt: skip
+
+
+def _words(phrases: str) -> frozenset[str]:
+    return frozenset(word for phrase in phrases.split("|") for word in _tokens(normalize(phrase)))
+
+
+YES_WORDS = _words(_YES_PHRASES) | {"ya"}  # every word of a yes ("ya" is "yeah" in English)
+NO_WORDS = _words(_NO_PHRASES)  # every word of a no
+# Every word that can be in a reply read as a yes or a no; any other word makes it UNCLEAR.
+YES_NO_VOCABULARY = (
+    YES_WORDS
+    | NO_WORDS
+    | YES_NO_FILLERS
+    | NO_ONLY_FILLERS
+    | {word for whole in _WHOLE_YES_NO for word in whole.split()}
+)
 
 _ELONGATED = (
     (re.compile(r"ye+s+"), "yes"),
@@ -362,17 +413,25 @@ def _unstretch(token: str) -> str:
     return token
 
 
-def parse_yes_no(text: str, lang: str = "en") -> Parsed:
-    """A single clear yes or no, with any words around it ("yes I did", "no, never", "Sí").
+def yes_no_words(text: str) -> list[str]:
+    """The words of `text` as parse_yes_no reads them (normalized, stretching undone)."""
+    return [_unstretch(token) for token in _tokens(normalize(text))]
 
-    UNCLEAR when the reply is hedged ("maybe", "a veces", "I think so"), mixed ("yes and no",
-    "yes, no fever"), a yes with a negation ("yes it doesn't stop"), a double negative
-    ("it never stops", "no me deja dormir") or holds no yes/no word at all ("nothing", "ok").
-    NOT_SURE when it says "not sure" / "no sé" / "don't know" and nothing else definite;
-    "no, not sure" (not sure with a yes or no) is UNCLEAR. The menu digits 1 (yes) and 2 (no)
-    and the letters y / n count only as the whole message.
+
+def parse_yes_no(text: str, lang: str = "en") -> Parsed:
+    """A single clear yes or no, and nothing else: "yes", "Sí", "yes I did", "no, never",
+    "nope none", "no thanks", "sí tengo" (every word is the answer or in YES_NO_FILLERS).
+
+    UNCLEAR when any other word is in the reply ("yes at night", "no fever", "yes but only
+    sometimes"), when it is hedged ("maybe", "a veces", "I think so"), mixed ("yes and no",
+    "yes, no fever"), a yes with a negation ("yes it doesn't stop"), a no with an affirming verb
+    ("no I do"), a double negative ("it never stops", "no me deja dormir") or holds no yes/no
+    word at all ("nothing", "ok"). NOT_SURE when it says "not sure" / "no sé" / "don't know"
+    and nothing else but fillers and hedges; "no, not sure" (not sure with a yes or no) is
+    UNCLEAR. The menu digits 1 (yes) and 2 (no) and the letters y / n count only as the whole
+    message.
     """
-    tokens = [_unstretch(token) for token in _tokens(normalize(text))]
+    tokens = yes_no_words(text)
     if not tokens:
         return UNCLEAR
     whole = " ".join(tokens)
@@ -380,7 +439,10 @@ def parse_yes_no(text: str, lang: str = "en") -> Parsed:
         return Parsed(True, _WHOLE_YES_NO[whole])
     if whole in _WHOLE_NOT_SURE:
         return NOT_SURE
-    labels = {label for label, _ in _YES_NO_LEXICON.scan(tokens)}
+    items = _YES_NO_LEXICON.scan(tokens)
+    labels = {label for label, _ in items}
+    if None in labels:
+        return UNCLEAR  # a word that is neither the answer nor a filler
     if "ya" in labels and not _is_es(lang):  # English "ya" = yeah; Spanish "ya" = already
         labels.add(True)
     polarities = labels & {True, False}
@@ -390,9 +452,102 @@ def parse_yes_no(text: str, lang: str = "en") -> Parsed:
         return UNCLEAR  # also when overlapping an answer: "of course not really / not sure"
     if len(polarities) != 1:
         return UNCLEAR
-    if True in polarities and "negation" in labels:
+    if True in polarities:
+        if labels & {"negation", "no_only"}:
+            return UNCLEAR  # "yes I don't", "yes none"
+        return Parsed(True, True)
+    if "negation" not in labels and any(text in _AFFIRMING_VERBS for _, text in items):
+        return UNCLEAR  # "no I do", "no it is"
+    return Parsed(True, False)
+
+
+# ---- numbers in a reply (pain score, age) ----------------------------------------------------
+
+_RANGE_JOINERS = frozenset("or to - o u a hasta".split())  # "6 or 7", "6-7", "6 a 7"
+_BETWEEN = frozenset(("between", "entre"))  # "between 6 and 7", "entre 6 y 7"
+
+
+class _Numbers(NamedTuple):
+    values: list[Fraction]  # the amounts given, in order; a range is its upper end
+    not_sure: bool  # a "not sure" / "no sé" phrase was in the reply
+
+
+def _read_numbers(
+    tokens: Sequence[str],
+    lang: object,
+    *,
+    fillers: frozenset[str],
+    lexicon: _Lexicon,
+    reject: frozenset[str] = frozenset(),
+    denominator: bool = False,
+) -> _Numbers | None:
+    """The numbers of a reply whose every other word is a filler, a range word between two
+    numbers, a "not sure" phrase or a `lexicon` phrase ("zero": a value 0; "bound": reject;
+    any other label: a filler); None when any other word, a sign or a decimal is in it."""
+    values: list[Fraction] = []
+    not_sure = joined = between = after_number = False
+    n = len(tokens)
+    i = 0
+    while i < n:
+        token = tokens[i]
+        found = _NOT_SURE_LEXICON.match(tokens, i)
+        if found is not None:
+            not_sure, after_number = True, False
+            i += found[0]
+            continue
+        if token in reject:
+            return None
+        number = _read_number(tokens, i, lang)
+        if number is not None:
+            if number.value is None or number.decimal:
+                return None
+            i = number.end
+            if denominator:
+                below = _denominator(tokens, i, lang)
+                if below is not None:
+                    if below.value != 10:
+                        return None
+                    i = below.end
+            if joined:
+                values[-1] = max(values[-1], number.value)  # a range reads as its upper end
+            else:
+                values.append(number.value)
+            joined, after_number = False, True
+            continue
+        next_is_number = i + 1 < n and _read_number(tokens, i + 1, lang) is not None
+        if (
+            after_number
+            and next_is_number
+            and (token in _RANGE_JOINERS or (between and token in ("and", "y")))
+        ):
+            joined, after_number = True, False
+            i += 1
+            continue
+        found = lexicon.match(tokens, i)
+        if found is not None:
+            length, label = found
+            if label == "bound":
+                return None
+            if label == "zero":
+                values.append(Fraction(0))
+            i += length
+            after_number = False
+            continue
+        if token in _BETWEEN:
+            between = True
+        elif token not in fillers:
+            return None  # a word that is neither the answer nor a filler
+        after_number = False
+        i += 1
+    return _Numbers(values, not_sure)
+
+
+def _one_number(numbers: _Numbers | None, high: int) -> Parsed:
+    if numbers is None:
         return UNCLEAR
-    return Parsed(True, True in polarities)
+    if numbers.not_sure:
+        return NOT_SURE if not numbers.values else UNCLEAR  # "no sé, 7" is mixed: UNCLEAR
+    return _single_value(set(numbers.values), False, 0, high)
 
 
 # ---- pain score ------------------------------------------------------------------------------
@@ -402,6 +557,14 @@ _SCALE = re.compile(
     r"(?:\s+(?:of|from|del|de))?(?:\s+(?:0|1|zero|one|cero|uno)\s*(?:-|to|a|al)\s*(?:10|ten|diez))?"
     r"|\b(?:from\s+|del?\s+)?(?:0|1|zero|one|cero|uno)\s*(?:-|to|a|al)\s*(?:10|ten|diez)\b"
 )
+# The closed list of words that do not change a pain score: "it's a 7", "pain is 7 right now",
+# "I'd say about 7", "7ish", "es un 7", "mi dolor está en 7", "le doy un 7".
+PAIN_FILLERS = frozenset(
+    "a an its it is im i id would say at about around like roughly approximately approx ish "
+    "pain my the level score right now today currently rn moment "
+    "un una es esta mi el dolor como ahora hoy ahorita momento este en yo diria digo le doy "
+    "pongo nivel aproximadamente alrededor".split()
+)
 _PAIN_LEXICON = _Lexicon(
     _entries("zero", "no pain|none|sin dolor|nada|ningun dolor|nada de dolor|no me duele")
     + _entries(
@@ -409,48 +572,26 @@ _PAIN_LEXICON = _Lexicon(
         "over|under|above|below|almost|nearly|more than|less than|at least|"
         "at most|mas de|menos de|mas que|menos que|casi|por lo menos|al menos",
     )
-    + _entries("of_ten", "out of|of|de|sobre")
+    + _entries("of_ten", "out of|of|de|sobre")  # also a filler: "un 7 de dolor"
+    + _entries("filler", "more or less|mas o menos")
 )
 
 
 def parse_pain_score(text: str, lang: str = "en") -> Parsed:
-    """Pain right now, an int 0..10: "7", "7/10", "7 out of 10", "seven", "siete", "a 7".
+    """Pain right now, an int 0..10: "7", "7/10", "7 out of 10", "seven", "siete", "a 7",
+    with only PAIN_FILLERS around it ("it's a 7 right now"). A range reads as its higher,
+    safer end: "6 or 7", "6-7", "between 6 and 7" -> 7.
 
-    UNCLEAR: out of range ("11", "-1", "70"), two different numbers ("7 or 8", "6-7"),
-    decimals ("7.5"), bounds ("over 7", "7+"), a denominator other than 10 ("7/8").
-    "no pain" / "none" / "sin dolor" read as 0.
+    UNCLEAR: any other word ("7 but only when I move", "8 for 10 days"), out of range ("11",
+    "-1", "70"), two different numbers ("7 8"), decimals ("7.5"), bounds ("over 7", "7+"), a
+    denominator other than 10 ("7/8"), a hedge ("7 maybe 8") and a number with "not sure"
+    ("no sé, 7"). "no pain" / "none" / "sin dolor" read as 0. NOT_SURE for "not sure" alone.
     """
-    normalized = normalize(text)
-    tokens = _tokens(_SCALE.sub(" ", normalized))
-    values: set[Fraction] = set()
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token in ("-", "+", "/"):
-            return UNCLEAR  # a minus sign, a range ("6-7"), "7+", a "/" with no score before
-        number = _read_number(tokens, i, lang)
-        if number is not None:
-            if number.value is None or number.decimal:
-                return UNCLEAR
-            i = number.end
-            denominator = _denominator(tokens, i, lang)
-            if denominator is not None:
-                if denominator.value != 10:
-                    return UNCLEAR
-                i = denominator.end
-            values.add(number.value)
-            continue
-        found = _PAIN_LEXICON.match(tokens, i)
-        if found is None:
-            i += 1
-            continue
-        length, label = found
-        if label == "bound":
-            return UNCLEAR
-        if label == "zero":
-            values.add(Fraction(0))
-        i += length
-    return _single_value(values, _says_not_sure(tokens), 0, MAX_PAIN)
+    tokens = _tokens(_SCALE.sub(" ", normalize(text)))
+    numbers = _read_numbers(
+        tokens, lang, fillers=PAIN_FILLERS, lexicon=_PAIN_LEXICON, denominator=True
+    )
+    return _one_number(numbers, MAX_PAIN)
 
 
 def _denominator(tokens: Sequence[str], i: int, lang: object) -> _Number | None:
@@ -476,33 +617,30 @@ _AGE_REJECT = frozenset(
     "over under above below almost nearly more less least casi mas menos "
     "something odd plus tantos tanto pico s "
     "month months mo mos mes meses week weeks wk wks semana semanas day days dia dias "
-    "born nacido nacida naci".split()
+    "born nacido nacida naci + /".split()
 )
+# The closed list of words that do not change an age: "I'm 45", "45 years old", "age 45",
+# "I just turned 45", "tengo 45 años", "45 años de edad".
+AGE_FILLERS = frozenset(
+    "i im am my age aged is its years year yrs yr yo old about around turned just "
+    "tengo anos ano edad mi es de cumpli cumplidos como".split()
+)
+_AGE_LEXICON = _Lexicon(())
 
 
 def parse_age(text: str, lang: str = "en") -> Parsed:
-    """Age in years, an int 0..120: "45", "45 years", "I'm 45", "forty five", "tengo 45 años".
+    """Age in years, an int 0..120: "45", "45 years", "I'm 45", "forty five", "tengo 45 años",
+    with only AGE_FILLERS around it. A range reads as its older, safer end ("45 or 46" -> 46).
 
-    UNCLEAR: out of range (so a birth year is UNCLEAR), two different numbers, decimals,
-    dates ("1/2/1970"), bounds and vague ages ("over 50", "50+", "40s", "40 something"),
-    and ages in months, weeks or days.
+    UNCLEAR: any other word ("I'm 45, she's 50"), out of range (so a birth year is UNCLEAR),
+    two different numbers, decimals, dates ("1/2/1970"), bounds and vague ages ("over 50",
+    "50+", "40s", "40 something"), and ages in months, weeks or days.
     """
     tokens = _tokens(re.sub(r"\by/o\b", " ", normalize(text)))  # "45 y/o"
-    values: set[Fraction] = set()
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token in ("-", "+", "/") or token in _AGE_REJECT:
-            return UNCLEAR
-        number = _read_number(tokens, i, lang)
-        if number is None:
-            i += 1
-            continue
-        if number.value is None or number.decimal:
-            return UNCLEAR
-        values.add(number.value)
-        i = number.end
-    return _single_value(values, _says_not_sure(tokens), 0, MAX_AGE)
+    numbers = _read_numbers(
+        tokens, lang, fillers=AGE_FILLERS, lexicon=_AGE_LEXICON, reject=_AGE_REJECT
+    )
+    return _one_number(numbers, MAX_AGE)
 
 
 # ---- duration --------------------------------------------------------------------------------
@@ -544,7 +682,22 @@ _DURATION_LEXICON = _Lexicon(
     + [(p, ("ANDHALF", None)) for p in ("and a half", "and half", "y medio", "y media")]
     + [(p, ("MORE", None)) for p in ("more than", "longer than", "over", "mas de", "mas que")]
     + [(p, ("POSTMORE", None)) for p in ("or more", "or longer", "or so more", "o mas")]
-    + [(p, ("SKIP", None)) for p in ("up to", "close to", "at least", "al menos", "a lo sumo")]
+    + [
+        (p, ("SKIP", None))
+        for p in (
+            "up to",
+            "close to",
+            "at least",
+            "al menos",
+            "a lo sumo",
+            "more or less",
+            "mas o menos",
+            "or so",
+            "so far",
+            "right now",
+            "por ahi",
+        )
+    ]
     + [
         (p, ("REJECT", None))
         for p in (
@@ -558,6 +711,20 @@ _DURATION_LEXICON = _Lexicon(
     + [("fin de semana", ("REJECT", None))]
 )
 _RANGE_WORDS = frozenset("or to - o u till until thru through hasta".split())
+# The closed list of words that do not change a duration: "about 3 weeks", "for 2 weeks now",
+# "it started 10 days ago", "since yesterday", "my back has hurt for a week", "hace como 2
+# semanas", "llevo un mes con dolor", "desde hace unos 10 días".
+DURATION_FILLERS = (
+    frozenset(
+        "about around roughly approximately approx abt like almost nearly just only under less "
+        "than for since ago now already it its has have had been started began begun the past "
+        "last i ive my back pain hurt hurts hurting sore "
+        "hace desde como unos unas aproximadamente alrededor de ya casi llevo lleva con tengo "
+        "el la los las ultimo ultimos ultima ultimas dolor me duele empezo comenzo durante por "
+        "menos".split()
+    )
+    | _EVERY
+)  # "every day for 2 weeks": only before a unit
 
 
 def parse_duration(text: str, lang: str = "en") -> Parsed:
@@ -576,15 +743,23 @@ def parse_duration(text: str, lang: str = "en") -> Parsed:
     count as longer than 6 weeks; "almost" / "less than" / "about" read as the number given;
     fractions of a day round up ("1.5 weeks" = 11).
 
-    UNCLEAR: a bare number with no unit ("3"), vague amounts ("a few days", "several weeks",
-    "a while", "a long time"), dates and weekdays ("since Monday", "last week"), negatives,
-    and durations that do not add up ("3 days 2 weeks").
+    Only DURATION_FILLERS may stand around it ("about 3 weeks", "it started 10 days ago").
+
+    UNCLEAR: any other word ("3 weeks but only when I move"), a bare number with no unit
+    ("3"), vague amounts ("a few days", "several weeks", "a while", "a long time"), dates and
+    weekdays ("since Monday", "last week"), "every 2 weeks", negatives, durations that do not
+    add up ("3 days 2 weeks") and a duration with "not sure" ("no sé, como 2 semanas").
+    NOT_SURE for "not sure" / "no sé" alone.
     """
     tokens = _tokens(normalize(text))
     symbols = _duration_symbols(tokens, lang)
-    days = _duration_days(symbols) if symbols is not None else None
+    if symbols is None:
+        return UNCLEAR  # a word that is neither the duration nor a filler
+    if any(kind == "NOT_SURE" for kind, _, _ in symbols):
+        return NOT_SURE if all(kind == "NOT_SURE" for kind, _, _ in symbols) else UNCLEAR
+    days = _duration_days(symbols)
     if days is None:
-        return NOT_SURE if _says_not_sure(tokens) else UNCLEAR
+        return UNCLEAR
     rounded = math.ceil(days)
     return Parsed(True, rounded) if 0 <= rounded <= MAX_DURATION_DAYS else UNCLEAR
 
@@ -594,13 +769,19 @@ _Symbol = tuple[str, Fraction | None, bool]  # (kind, value, singular unit)
 
 def _duration_symbols(tokens: Sequence[str], lang: object) -> list[_Symbol] | None:
     """Tokens -> NUM / ART / HALF / ANDHALF / UNIT / SPECIAL / RANGE / AND / BETWEEN / MORE /
-    POSTMORE symbols; filler words are dropped. None when the reply cannot be a duration."""
+    POSTMORE / NOT_SURE symbols; DURATION_FILLERS are dropped. None when the reply cannot be a
+    duration: a word that is not in the lexicons or the fillers, a date, a sign out of place."""
     symbols: list[_Symbol] = []
     n = len(tokens)
     i = 0
     while i < n:
         token = tokens[i]
         nxt = tokens[i + 1] if i + 1 < n else ""
+        found = _NOT_SURE_LEXICON.match(tokens, i)
+        if found is not None:
+            symbols.append(("NOT_SURE", None, False))
+            i += found[0]
+            continue
         found = _DURATION_LEXICON.match(tokens, i)
         if found is not None:
             length, (kind, value) = found
@@ -658,6 +839,11 @@ def _duration_symbols(tokens: Sequence[str], lang: object) -> list[_Symbol] | No
             symbols.append(("AND", None, False))
         elif token in ("between", "entre"):
             symbols.append(("BETWEEN", None, False))
+        elif token in _EVERY:
+            if nxt not in _UNITS:
+                return None  # "every 2 weeks" is how often, not how long
+        elif token not in DURATION_FILLERS:
+            return None  # a word that is neither the duration nor a filler
         i += 1
     return symbols
 
@@ -758,6 +944,17 @@ def _duration_days(symbols: Sequence[_Symbol]) -> Fraction | None:
 
 # ---- follow-up status ------------------------------------------------------------------------
 
+# The closed list of words that do not change a follow-up status: "it's much better now",
+# "my back feels the same", "I'm getting worse", "ya está mucho mejor", "me siento igual".
+STATUS_FILLERS = frozenset(
+    "its it is im i am feel feeling feels pain my back the now today overall definitely really "
+    "so way far much lot bit little slightly somewhat getting has have been got gotten thanks "
+    "thank you ok okay a "
+    "esta estoy me siento el dolor mi espalda ahora hoy ya mucho un poco bastante muy gracias "
+    "va todo".split()
+)
+_STATUS_DIGITS = {str(i): status for i, status in enumerate(STATUSES, 1)}
+
 _STATUS_LEXICON = _Lexicon(
     _entries("not_sure", _NOT_SURE_PHRASES)
     + _entries(
@@ -796,6 +993,8 @@ _STATUS_LEXICON = _Lexicon(
         "negation",
         "not|no|never|dont|doesnt|didnt|isnt|wasnt|arent|hasnt|havent|aint|nunca|ni|tampoco",
     )
+    + [(word, "filler") for word in sorted(STATUS_FILLERS)]
+    + _entries("filler", "i feel|me siento|the pain|el dolor|thank you|por favor")
 )
 
 
@@ -803,16 +1002,24 @@ def parse_status(text: str, lang: str = "en") -> Parsed:
     """Follow-up status: "gone" | "better" | "same" | "worse" (STATUSES), or menu digit 1..4.
 
     Synonyms in both languages ("all gone", "no pain", "se fue", "ya no"; "improving",
-    "mejor"; "no change", "igual"; "more pain", "peor"). UNCLEAR when two statuses are
-    named ("better then worse"), a status is negated ("not better", "no peor") or hedged
-    ("maybe better"). NOT_SURE for "not sure" / "no sé" alone.
+    "mejor"; "no change", "igual"; "more pain", "peor"), with only STATUS_FILLERS around
+    them ("it's much better now"). UNCLEAR when any other word is in the reply ("better but
+    still sore"), two statuses are named ("better then worse", "1 worse"), a status is negated
+    ("not better", "no peor") or hedged ("maybe better"). NOT_SURE for "not sure" / "no sé"
+    alone.
     """
     tokens = _tokens(normalize(text))
-    if len(tokens) == 1 and tokens[0] in ("1", "2", "3", "4"):
-        return Parsed(True, STATUSES[int(tokens[0]) - 1])
+    if len(tokens) == 1 and tokens[0] in _STATUS_DIGITS:
+        return Parsed(True, _STATUS_DIGITS[tokens[0]])
     if " ".join(tokens) in _WHOLE_NOT_SURE:
         return NOT_SURE
-    labels = {label for label, _ in _STATUS_LEXICON.scan(tokens)}
+    # A menu digit beside the words it stands for ("2 better", "4. peor") names that status.
+    labels = {
+        _STATUS_DIGITS.get(words, label) if label is None else label
+        for label, words in _STATUS_LEXICON.scan(tokens)
+    }
+    if None in labels:
+        return UNCLEAR  # a word that is neither a status nor a filler ("better but still sore")
     statuses = labels & set(STATUSES)
     if "not_sure" in labels:
         return NOT_SURE if not statuses else UNCLEAR
@@ -825,38 +1032,57 @@ def parse_status(text: str, lang: str = "en") -> Parsed:
 # ---- menu choice -----------------------------------------------------------------------------
 
 _CHOICE_PREFIX = frozenset("option opcion number numero choice".split())
+# The closed list of words that do not change a menu choice: "sms please", "by email",
+# "I'd prefer option 2", "prefiero el 2 por favor".
+CHOICE_FILLERS = (
+    frozenset(
+        "please pls by via through the a an i id prefer want would like ok okay thanks thank you "
+        "my is its "
+        "por favor prefiero quiero el la un una mi es me gracias".split()
+    )
+    | _CHOICE_PREFIX
+)
 _CHOICE_NEGATION = frozenset("not dont never nunca no".split())
 
 
 def parse_choice(text: str, options: Sequence[str], lang: str = "en") -> Parsed:
     """One of `options`: its menu digit 1..n ("2", "option 2", "#2") or its own words.
 
-    The value is the option exactly as given. UNCLEAR when no option or more than one is
-    named, when a digit is out of range, or when the option is negated ("not email").
+    The value is the option exactly as given, with only CHOICE_FILLERS around it. UNCLEAR
+    when any other word is in the reply, no option or more than one is named, a digit is out
+    of range, or the option is negated ("not email").
     Options are matched as whole words, longest first ("a bit better" before "better").
     """
     tokens = _tokens(normalize(text))
     options = [option for option in (options or ()) if isinstance(option, str)]
     if not tokens or not options:
         return UNCLEAR
-    core = [token for token in tokens if token not in _CHOICE_PREFIX]
+    core = [token for token in tokens if token not in CHOICE_FILLERS]
     if len(core) == 1 and core[0].isdigit():
         index = int(core[0]) if len(core[0]) <= _MAX_NUMBER_CHARS else 0
         return Parsed(True, options[index - 1]) if 1 <= index <= len(options) else UNCLEAR
-    lexicon = _Lexicon((option, index) for index, option in enumerate(options))
+    lexicon = _Lexicon(
+        [(option, index) for index, option in enumerate(options)]
+        + _entries("not_sure", _NOT_SURE_PHRASES)
+    )
     chosen: set[int] = set()
+    not_sure = False
     option_words = {word for option in options for word in _tokens(normalize(option))}
     previous = ""
     for label, words in lexicon.scan(tokens):
-        if label is not None:
+        if label == "not_sure":
+            not_sure = True
+        elif label is not None:
             if previous in _CHOICE_NEGATION and previous not in option_words:
                 return UNCLEAR
             chosen.add(label)
+        elif words not in CHOICE_FILLERS:
+            return UNCLEAR  # a word that is neither an option nor a filler ("voice", "not")
         previous = words
+    if not_sure:
+        return NOT_SURE if not chosen else UNCLEAR
     if len(chosen) == 1:
         return Parsed(True, options[chosen.pop()])
-    if not chosen and _says_not_sure(tokens):
-        return NOT_SURE
     return UNCLEAR
 
 
@@ -868,6 +1094,18 @@ KINDS: dict[str, Callable[[str, str], Parsed]] = {
     "duration": parse_duration,
     "age": parse_age,
     "status": parse_status,
+}
+
+
+# The closed lists of words that may stand beside an answer without changing it, by kind
+# (CLINICAL.md §6); "yes_no" also allows NO_ONLY_FILLERS beside a no.
+FILLERS: dict[str, frozenset[str]] = {
+    "yes_no": YES_NO_FILLERS,
+    "pain_score": PAIN_FILLERS,
+    "duration": DURATION_FILLERS,
+    "age": AGE_FILLERS,
+    "status": STATUS_FILLERS,
+    "choice": CHOICE_FILLERS,
 }
 
 

@@ -103,18 +103,20 @@ def test_normalize_is_idempotent_and_tidy(text: str) -> None:
 YES = [
     "yes", "Yes", "YES", "y", "Y", "yeah", "yea", "ya", "yep", "yup", "yes please", "correct",
     "true", "true?", "1", "1.", "Yes!!!", "YES.", " yes ", "yes I did", "yes, I have",
-    "yes it does", "Yes, at night", "yes yes", "yesss", "Yeah.", "yep!", "I do", "I did",
-    "of course", "absolutely", "definitely", "yes, 2 weeks ago",
+    "yes it does", "yes yes", "yesss", "Yeah.", "yep!", "I do", "I did",
+    "of course", "absolutely", "definitely", "yes please", "yes sir", "well yes", "yes, thanks",
+    "yes really", "that's right", "YES I DO!!",
     "si", "sí", "Sí", "SI", "sí, claro", "claro", "claro que sí", "por supuesto", "así es",
-    "Sí, me despierta", "siii", "correcto",
+    "siii", "correcto", "sí tengo", "sí, lo tengo", "sí señora", "sí, por favor", "sí es",
 ]  # fmt: skip
 NO = [
     "no", "No", "NO", "n", "N", "nope", "nah", "naw", "not at all", "never", "2", "no.",
     "No!!", " no ", "no, never", "No never", "no I have not", "no, I haven't", "nope not at all",
-    "no fever", "no pain at night", "no I dont", "I don't", "I do not", "it doesn't", "I'm not",
+    "no I dont", "I don't", "I do not", "it doesn't", "I'm not",
     "nooo", "absolutely not", "of course not", "not anymore", "no way", "false",
-    "no es", "no, nunca", "nunca", "jamás", "para nada", "no tengo", "no, no tengo fiebre",
-    "claro que no", "ya no", "no señor", "No, gracias", "de ninguna manera",
+    "nope none", "no nothing", "no thanks", "no thank you", "no it is not", "no, I didn't",
+    "no es", "no, nunca", "nunca", "jamás", "para nada", "no tengo", "no nada", "no hay",
+    "claro que no", "ya no", "no señor", "No, gracias", "de ninguna manera", "no, no tengo",
 ]  # fmt: skip
 YES_NO_UNCLEAR = [
     "", " ", "?", "...", "ok", "okay", "k", "sure?", "hmm", "what?", "huh", "👍", "🙂",
@@ -131,6 +133,10 @@ YES_NO_UNCLEAR = [
     "sí pero poco", "a lo mejor",
     "it never stops", "the pain never goes away", "no, it never stops", "yes it doesn't stop",
     "yes, I can't sleep", "no me deja dormir", "no se me quita", "no relief",
+    # any word that is not the answer or a filler (CLINICAL.md §6)
+    "Yes, at night", "yes, 2 weeks ago", "Sí, me despierta", "no fever", "no pain at night",
+    "no, no tengo fiebre", "yes but only sometimes", "no I'm not sure", "yes I think",
+    "yes it hurts", "no, it's fine", "yes none", "no I do", "no it is", "hmm yes", "um no",
     "2 days", "3", "12", "0", "7/10", "1 2", "yes 1 no",
     "of course not really", "claro que no mucho", "absolutely not always", "of course not sure",
 ]  # fmt: skip
@@ -195,11 +201,17 @@ PAIN = [
     ("3", 3), ("three", 3), ("tres", 3), ("no pain", 0), ("none", 0), ("sin dolor", 0),
     ("7, 7", 7), ("Pain: 8!!", 8),
     ("11", None), ("-1", None), ("70", None), ("100", None), ("eleven", None), ("once", None),
-    ("7 or 8", None), ("6-7", None), ("6 - 7", None), ("6 to 7", None), ("7 maybe 8", None),
+    # a range reads as its higher, safer end (CLINICAL.md §6)
+    ("7 or 8", 8), ("6-7", 7), ("6 - 7", 7), ("6 to 7", 7), ("6 or 7", 7), ("7-6", 7),
+    ("between 6 and 8", 8), ("6-7/10", 7), ("6 o 7", 7), ("entre 6 y 7", 7), ("seis a siete", 7),
+    ("7 maybe 8", None), ("7 8", None), ("7, 8", None),
     ("7.5", None), ("7,5", None), ("7.0", None), ("7/8", None), ("over 7", None),
     ("more than 5", None), ("7+", None), ("almost 10", None), ("bad", None), ("very bad", None),
     ("", None), ("worst ever", None), ("8 for 10 days", None), ("99999999999999999999", None),
-    ("not sure", NS), ("no sé", NS), ("idk", NS), ("no sé, 7", 7),
+    # any word that is not the score or a filler
+    ("7 but only when I move", None), ("7 at night", None), ("7 when I sit", None),
+    ("it's a 7 right now", 7), ("more or less 7", 7), ("mi dolor es un 7", 7),
+    ("not sure", NS), ("no sé", NS), ("idk", NS), ("no sé, 7", None), ("7, not sure", None),
 ]  # fmt: skip
 
 
@@ -267,7 +279,9 @@ DURATION = [
     ("2 weeks 3 weeks", None), ("2,3 semanas", None), ("2,5 semanas", 18), ("3 days, maybe 4", None), ("2 weeks no 3 weeks", None),
     ("-2 weeks", None), ("999999999999 days", None), ("500 years", None), ("", None),
     ("yes", None), ("a", None),
-    ("not sure", NS), ("no sé", NS), ("I don't know", NS), ("no sé, como 2 semanas", 14),
+    ("3 weeks but only when I move", None), ("2 weeks, worse at night", None), ("every 2 weeks", None),
+    ("llevo un mes con dolor", 30), ("más o menos 2 semanas", 14), ("the last 2 weeks", 14),
+    ("not sure", NS), ("no sé", NS), ("I don't know", NS), ("no sé, como 2 semanas", None),
 ]  # fmt: skip
 
 
@@ -307,12 +321,13 @@ AGE = [
     ("setenta y dos años", 72), ("cien", 100), ("one hundred and five", 105), ("about 45", 45),
     ("45 45", 45),
     ("121", None), ("130", None), ("1970", None), ("born in 1970", None), ("-5", None),
-    ("45.5", None), ("45 or 46", None), ("45-50", None), ("I'm 45, she's 50", None),
+    ("45 or 46", 46), ("45-50", 50), ("between 40 and 50", 50),  # a range: its older end
+    ("45.5", None), ("I'm 45, she's 50", None), ("45 and my wife 50", None),
     ("40s", None), ("in my 40's", None), ("forties", None), ("40 something", None),
     ("cuarenta y tantos", None), ("over 50", None), ("under 50", None), ("almost 50", None),
     ("50+", None), ("más de 50", None), ("6 months", None), ("3 weeks", None),
     ("1/2/1970", None), ("old", None), ("", None), ("99999999999", None),
-    ("not sure", NS), ("no sé", NS),
+    ("not sure", NS), ("no sé", NS), ("45, not sure", None),
 ]  # fmt: skip
 
 
@@ -338,7 +353,9 @@ STATUS = [
     ("se me quitó", "gone"), ("sin dolor", "gone"), ("1", "gone"),
     ("better", "better"), ("Better.", "better"), ("improving", "better"),
     ("improved", "better"), ("a bit better", "better"), ("a little better", "better"),
-    ("much better", "better"), ("getting better", "better"), ("better but still sore", "better"),
+    ("much better", "better"), ("getting better", "better"), ("it's much better now", "better"),
+    ("2 better", "better"), ("ya está mucho mejor", "better"), ("me siento igual", "same"),
+    ("better but still sore", None), ("worse when I sit", None), ("1 worse", None),
     ("mejor", "better"), ("un poco mejor", "better"), ("mejorando", "better"),
     ("menos dolor", "better"), ("2", "better"),
     ("same", "same"), ("the same", "same"), ("about the same", "same"), ("no change", "same"),
@@ -369,6 +386,7 @@ CHOICE = [
     ("1", "sms"), ("2", "voice call"), ("3", "email"), ("option 2", "voice call"),
     ("#3", "email"), ("SMS", "sms"), ("sms please", "sms"), ("Voice call.", "voice call"),
     ("by email", "email"), ("4", None), ("0", None), ("voice", None), ("sms or email", None),
+    ("sms but not on weekends", None), ("2 please", "voice call"),
     ("not email", None), ("", None), ("yes", None), ("no sé", NS),
 ]  # fmt: skip
 
@@ -551,9 +569,10 @@ SENTENCE_ANSWERS = [text for text in ANSWERS if normalize(text) not in parsing._
     st.sampled_from(SENTENCE_ANSWERS), st.sampled_from(["nothing", "yesterday", "nobody", "sino"])
 )
 def test_look_alike_words_are_not_answers(answer: str, word: str) -> None:
-    # whole words only: a look-alike word adds nothing to the answer, and alone is no answer
+    # whole words only: a look-alike word alone is no answer, and beside an answer it makes it
+    # unclear ("yes yesterday") or, for "nothing" beside a no, changes nothing ("no nothing")
     assert parse_yes_no(word) == UNCLEAR
-    assert parse_yes_no(f"{answer} {word}") == parse_yes_no(answer)
+    assert parse_yes_no(f"{answer} {word}") in (UNCLEAR, parse_yes_no(answer))
 
 
 # ---- purity ----------------------------------------------------------------------------------
