@@ -112,7 +112,7 @@ from service.config import load_config
 from tasks.celery_app import make_celery
 
 config = load_config({"DATABASE_URL": sys.argv[1], "REDIS_URL": sys.argv[2],
-                      "SECRET_KEY": "bench"})
+                      "SECRET_KEY": "bench", "ENV": "development"})
 app = make_celery(config)
 dispatch = app.tasks["tasks.dispatch_due_followups"]
 trace = sys.argv[4] == "trace"

@@ -1,4 +1,11 @@
-"""Configuration read from the environment (12-factor), with defaults that work on a laptop."""
+"""Configuration read from the environment (12-factor), with defaults that work on a laptop.
+
+`ENV` has no default: a process refuses to start until it says `development` (a laptop: SQLite,
+the embedded broker, the dry-run sender and the simulator are allowed) or `production` (every
+variable in PRODUCTION_REQUIRED must be set, on PostgreSQL and Redis, with Twilio credentials
+unless `DRY_RUN=1` says on purpose that nothing is to leave). A forgotten `ENV` on a server
+therefore never starts a development service with a simulator open to the internet.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +50,13 @@ class Config:
     LOG_LEVEL: str
     SESSION_COOKIE_SECURE: bool
     SESSION_COOKIE_SAMESITE: str
+    # Production without Twilio credentials, on purpose: nothing is sent, /healthz is degraded.
+    DRY_RUN: bool
+    # Dashboard sign-in: minutes without a request before a session ends, and how many
+    # reverse proxies (each adding one X-Forwarded-For entry) stand in front of the web
+    # processes, so that the per-address login limit sees the client's address, not the proxy's.
+    STAFF_IDLE_MINUTES: int
+    TRUSTED_PROXIES: int
     # Sending and scheduling (tasks/): messages per second per sending number (across all
     # workers), tries before a send is given up with an alert, on-call repeats of an open
     # urgent/emergency alert (every 30 minutes), and how often the beat runs its jobs.
@@ -52,6 +66,11 @@ class Config:
     BEAT_INTERVAL_SECONDS: float
     REDIS_KEY_PREFIX: str  # lets several deployments (or test runs) share one Redis database
     TWILIO_API_BASE: str | None  # a fake Twilio server for multi-process tests; never in production
+    # Time limits of the database on the request path (service/store/session.py): a statement
+    # and a row-lock wait (per transaction, in ms; 0 turns one off), and a pool checkout (s).
+    DB_STATEMENT_TIMEOUT_MS: int
+    DB_LOCK_TIMEOUT_MS: int
+    DB_POOL_TIMEOUT_S: float
 
     @classmethod
     def from_env(
@@ -74,10 +93,16 @@ class Config:
             if name in ENV_VARS:
                 raw[name] = value
 
-        env = _text(raw.get("ENV")) or "development"
+        env = _text(raw.get("ENV"))
+        if env is None:
+            raise ConfigError("ENV must be set: ENV=development on a laptop (scripts/start sets "
+                              "it), ENV=production on a server")
         if env not in ENVIRONMENTS:
             raise ConfigError(f"ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
         production = env == "production"
+        dry_run = _bool(raw, "DRY_RUN", default=False)
+        if production:
+            _check_production(raw, dry_run=dry_run)
 
         database_url = _text(raw.get("DATABASE_URL")) or default_database_url()
 
@@ -86,8 +111,6 @@ class Config:
 
         secret_key = _text(raw.get("SECRET_KEY"))
         if secret_key is None:
-            if production:
-                raise ConfigError("SECRET_KEY must be set when ENV=production")
             secret_key = _development_secret_key()
 
         simulator = _bool(raw, "SIMULATOR_ENABLED", default=not production)
@@ -116,12 +139,18 @@ class Config:
             LOG_LEVEL=(_text(raw.get("LOG_LEVEL")) or "INFO").upper(),
             SESSION_COOKIE_SECURE=_bool(raw, "SESSION_COOKIE_SECURE", default=production),
             SESSION_COOKIE_SAMESITE=_text(raw.get("SESSION_COOKIE_SAMESITE")) or "Lax",
+            DRY_RUN=dry_run,
+            STAFF_IDLE_MINUTES=_number(raw, "STAFF_IDLE_MINUTES", int, 30, low=1),
+            TRUSTED_PROXIES=_number(raw, "TRUSTED_PROXIES", int, 0, low=0),
             SEND_RATE_PER_SECOND=_number(raw, "SEND_RATE_PER_SECOND", float, 1.0, low=0.01),
             SEND_MAX_ATTEMPTS=_number(raw, "SEND_MAX_ATTEMPTS", int, 6, low=1),
             ONCALL_MAX_REPEATS=_number(raw, "ONCALL_MAX_REPEATS", int, 4, low=0),
             BEAT_INTERVAL_SECONDS=_number(raw, "BEAT_INTERVAL_SECONDS", float, 60.0, low=0.5),
             REDIS_KEY_PREFIX=_text(raw.get("REDIS_KEY_PREFIX")) or "",
             TWILIO_API_BASE=None if production else _text(raw.get("TWILIO_API_BASE")),
+            DB_STATEMENT_TIMEOUT_MS=_number(raw, "DB_STATEMENT_TIMEOUT_MS", int, 3000, low=0),
+            DB_LOCK_TIMEOUT_MS=_number(raw, "DB_LOCK_TIMEOUT_MS", int, 2000, low=0),
+            DB_POOL_TIMEOUT_S=_number(raw, "DB_POOL_TIMEOUT_S", float, 3.0, low=0.1),
         )
 
     @property
@@ -133,6 +162,34 @@ class Config:
 
 
 ENV_VARS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Config))
+
+# What ENV=production refuses to start without (TWILIO_* unless DRY_RUN=1).
+PRODUCTION_REQUIRED = ("SECRET_KEY", "PUBLIC_BASE_URL", "DATABASE_URL", "REDIS_URL",
+                       "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
+
+
+def _check_production(raw: Mapping[str, Any], *, dry_run: bool) -> None:
+    """Production fails closed: each missing variable is named, none is guessed."""
+    for name in PRODUCTION_REQUIRED:
+        if name.startswith("TWILIO_") and dry_run:
+            continue
+        if _text(raw.get(name)) is None:
+            hint = " (or DRY_RUN=1 to run on purpose without sending anything)" \
+                if name.startswith("TWILIO_") else ""
+            raise ConfigError(f"{name} must be set when ENV=production{hint}")
+    database = make_url_backend(_text(raw.get("DATABASE_URL")) or "")
+    if database != "postgresql":
+        raise ConfigError("DATABASE_URL must be a PostgreSQL URL (postgresql://...) when "
+                          "ENV=production")
+    if not (_text(raw.get("PUBLIC_BASE_URL")) or "").startswith("https://"):
+        raise ConfigError("PUBLIC_BASE_URL must be the https:// address Twilio and staff "
+                          "reach when ENV=production")
+
+
+def make_url_backend(url: str) -> str:
+    """'postgresql', 'sqlite', ... : the scheme of a database URL before any +driver."""
+    scheme = url.partition("://")[0].partition("+")[0].lower()
+    return "postgresql" if scheme in ("postgres", "postgresql") else scheme
 
 
 def load_config(

@@ -167,6 +167,21 @@ def app_config(database_url: str, tmp_path: Path) -> dict[str, Any]:
     }
 
 
+# On top of app_config, what ENV=production refuses to start without (service.config); such
+# tests run on PostgreSQL only: @pytest.mark.parametrize("database_url", ["postgresql"],
+# indirect=True). The Redis key prefix keeps anything enqueued out of other runs' queues.
+PRODUCTION = {
+    "ENV": "production", "SIMULATOR_ENABLED": False, "SECRET_KEY": "prod-secret-key-123",
+    "PUBLIC_BASE_URL": "https://triage.example", "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "prod-auth-token",
+}
+
+
+def production(**extra: Any) -> dict[str, Any]:
+    """PRODUCTION with `extra` on top and a Redis key prefix of its own."""
+    return {**PRODUCTION, "REDIS_KEY_PREFIX": f"test-{uuid.uuid4().hex[:8]}:", **extra}
+
+
 @pytest.fixture
 def make_app(app_config: dict[str, Any]) -> Iterator[Callable[..., Flask]]:
     """make_app(**overrides) -> a new app on the test configuration; disposed after the test."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from service.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 # Twilio error codes that will never succeed on retry.
@@ -64,14 +66,21 @@ def twilio_errors():
 
 
 class DryRunSender:
-    """Used when no Twilio credentials are set: messages are recorded, nothing leaves."""
+    """Used when no Twilio credentials are set (development) or DRY_RUN=1: messages are
+    recorded, nothing leaves. On a laptop they are shown as delivered (the simulator is the
+    phone); in production a message that never left must not look delivered to anyone, so it
+    keeps the status NOT_SENT."""
 
     name = "dry-run"
+    NOT_SENT = "not_sent"
+
+    def __init__(self, *, production: bool = False) -> None:
+        self.status = self.NOT_SENT if production else "delivered"
 
     def send(self, *, to, from_, body, status_callback) -> SendResult:
         sid = "DR" + uuid.uuid4().hex
-        log.info("dry-run send %s (%d chars)", sid, len(body))
-        return SendResult(sid, "delivered")
+        log.info("dry-run send %s (%d chars) %s", sid, len(body), self.status)
+        return SendResult(sid, self.status)
 
     def find_sent(self, *, to, from_, body, since) -> str | None:
         return None  # a dry-run send is recorded in the same transaction as its result
@@ -121,7 +130,17 @@ class TwilioSender:
 
 
 def sender_from_config(config) -> Sender:
+    """DRY_RUN=1: the dry-run sender, whatever else is set. Production otherwise always sends
+    through Twilio (service.config refuses to start without its credentials; a config that
+    lacks them anyway is refused here rather than silently dry-run). Development: Twilio with
+    both credentials, else the dry-run sender."""
+    production = config.get("ENV") == "production"
+    if config.get("DRY_RUN"):
+        return DryRunSender(production=production)
     sid, token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
+    if production and not (sid and token):
+        raise ConfigError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set when "
+                          "ENV=production (or DRY_RUN=1)")
     if sid and token:
         return TwilioSender(sid, token, from_number=config.get("TWILIO_FROM_NUMBER"),
                             messaging_service_sid=config.get("TWILIO_MESSAGING_SERVICE_SID"),

@@ -96,9 +96,10 @@ class TwilioCaller:
 
 
 def caller_from_config(config) -> Caller:
-    """Twilio when credentials and PUBLIC_BASE_URL (Twilio must reach us) are set, else dry-run."""
+    """Twilio when credentials and PUBLIC_BASE_URL (Twilio must reach us) are set, else dry-run;
+    DRY_RUN=1 always dry-run (no phone rings)."""
     sid, token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
     base = config.get("PUBLIC_BASE_URL")
-    if sid and token and base:
+    if sid and token and base and not config.get("DRY_RUN"):
         return TwilioCaller(sid, token, base_url=base, api_base=config.get("TWILIO_API_BASE"))
     return DryRunCaller(base or "http://localhost")

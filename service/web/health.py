@@ -1,4 +1,10 @@
-"""GET /healthz: is each dependency reachable? 200 when all critical checks pass, else 503."""
+"""GET /healthz: is each dependency reachable? 200 when all critical checks pass, else 503.
+
+With DRY_RUN=1 nothing is sent, which must never pass for healthy: the status says
+"degraded: dry-run" (and "sender": "dry-run"), still with 200, because the process itself
+works (webhooks are answered and recorded) and a 503 would take every web process out of the
+load balancer at once. Monitoring alerts on the status text, not only on the code.
+"""
 
 from __future__ import annotations
 
@@ -52,5 +58,10 @@ def healthz():
             healthy = healthy and not registered.critical
         else:
             body[name] = "ok" if value is None else value
-    body["status"] = "ok" if healthy else "error"
+    if not healthy:
+        body["status"] = "error"
+    elif current_app.config.get("DRY_RUN"):
+        body["sender"], body["status"] = "dry-run", "degraded: dry-run"
+    else:
+        body["status"] = "ok"
     return jsonify(body), 200 if healthy else 503

@@ -81,7 +81,8 @@ def live(postgres_server, tmp_path_factory) -> Iterator[LiveServer]:
     url = postgres_server.create_database()
     migrate.upgrade(url)
     tmp = tmp_path_factory.mktemp("browser")
-    app = create_app({"DATABASE_URL": url, "SECRET_KEY": "browser-test-secret",
+    app = create_app({"ENV": "development", "DATABASE_URL": url,
+                      "SECRET_KEY": "browser-test-secret",
                       "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "BROKER_DIR": str(tmp / "broker"),
                       "SPOOL_DIR": str(tmp / "spool"), "DASHBOARD_POLL_SECONDS": 0.5})
     now = datetime.now(UTC)

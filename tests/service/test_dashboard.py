@@ -29,6 +29,7 @@ from service.store.models import (
     Staff,
 )
 from service.web.dashboard.views import CSP
+from tests.conftest import production
 from tests.service.dashboard_helpers import PASSWORD, StaffClient, make_staff
 from tests.service.sms_helpers import SMS_CONFIG, Phone, intake_answers, rows
 
@@ -208,8 +209,9 @@ def test_session_cookie_is_httponly_and_lax(client, staff_a):
     assert "Secure" not in cookie  # development over plain http
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_session_cookie_is_secure_in_production(make_app, database_url, clinic_a):
-    app = make_app(ENV="production", SIMULATOR_ENABLED=False, SECRET_KEY="prod-secret-key-123")
+    app = make_app(**production())
     make_staff(app.extensions["db"], clinic_a.id, "prod@a.example.org")
     response = StaffClient(app.test_client()).login("prod@a.example.org")
     assert response.status_code == 302
@@ -694,8 +696,9 @@ def test_cli_demo_seed_is_idempotent_and_its_login_works(app, runner, db):
     assert len(rows(db, Staff)) == 1
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_cli_demo_seed_refuses_in_production(make_app, database_url):
-    app = make_app(ENV="production", SIMULATOR_ENABLED=False, SECRET_KEY="prod-secret-key-123")
+    app = make_app(**production())
     result = app.test_cli_runner().invoke(main, ["demo", "seed"])
     assert result.exit_code != 0 and "development only" in result.output
 

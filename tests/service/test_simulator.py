@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from service.store.models import Alert, CheckIn, Outbox
+from tests.conftest import production
 
 PATIENT = "+16175550199"
 
@@ -79,7 +80,7 @@ def test_bad_numbers_get_a_clear_error(client, clinic):
     assert "phone number" in r.get_json()["error"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_off_in_production(make_app):
-    app = make_app(ENV="production", SECRET_KEY="s" * 32, SIMULATOR_ENABLED=False)
+    app = make_app(**production())
     assert app.test_client().get("/simulator/").status_code == 404

@@ -381,7 +381,8 @@ def test_healthz_ok(client):
 
 
 def test_healthz_503_when_the_database_is_down(tmp_path):
-    app = create_app({"TESTING": True, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/triage"})
+    app = create_app({"TESTING": True, "ENV": "development",
+                      "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/triage"})
     try:
         response = app.test_client().get("/healthz")
     finally:
@@ -482,7 +483,7 @@ def test_cli_clinic_create_refuses_a_number_another_clinic_has(runner, make_clin
 def test_config_defaults_for_a_laptop(monkeypatch, tmp_path):
     monkeypatch.setattr("service.config.VAR_DIR", tmp_path / "var")
 
-    config = load_config(environ={})
+    config = load_config(environ={"ENV": "development"})
 
     assert config["ENV"] == "development"
     assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'var' / 'triage.db'}"
@@ -491,7 +492,7 @@ def test_config_defaults_for_a_laptop(monkeypatch, tmp_path):
     assert config["BROKER_URL"] == "filesystem://"
     assert config["SIMULATOR_ENABLED"] is True
     assert len(config["SECRET_KEY"]) >= 32
-    assert config["SECRET_KEY"] == load_config(environ={})["SECRET_KEY"]
+    assert config["SECRET_KEY"] == load_config(environ={"ENV": "development"})["SECRET_KEY"]
 
 
 def test_config_from_environment_then_overrides():
@@ -501,7 +502,8 @@ def test_config_from_environment_then_overrides():
         "DATABASE_URL": "postgresql://db/triage",
         "REDIS_URL": "redis://localhost:6379/0",
         "PUBLIC_BASE_URL": "https://triage.example/",
-        "TWILIO_AUTH_TOKEN": "",
+        "TWILIO_ACCOUNT_SID": "AC123",
+        "TWILIO_AUTH_TOKEN": "t0ken",
     }
 
     config = load_config({"TESTING": True, "REDIS_URL": "redis://other:6379/1"}, environ)
@@ -509,7 +511,7 @@ def test_config_from_environment_then_overrides():
     assert config["BROKER_URL"] == "redis://other:6379/1"
     assert config["SIMULATOR_ENABLED"] is False
     assert config["PUBLIC_BASE_URL"] == "https://triage.example"
-    assert config["TWILIO_AUTH_TOKEN"] is None
+    assert config["TWILIO_AUTH_TOKEN"] == "t0ken"
     assert config["SESSION_COOKIE_SECURE"] is True
     assert config["TESTING"] is True
 
@@ -518,9 +520,12 @@ def test_config_from_environment_then_overrides():
     ("environ", "message"),
     [
         ({"ENV": "production"}, "SECRET_KEY must be set"),
-        ({"ENV": "production", "SECRET_KEY": "k", "SIMULATOR_ENABLED": "1"}, "SIMULATOR"),
+        ({"ENV": "production", "SECRET_KEY": "k", "PUBLIC_BASE_URL": "https://t.example",
+          "DATABASE_URL": "postgresql://db/t", "REDIS_URL": "redis://r", "DRY_RUN": "1",
+          "SIMULATOR_ENABLED": "1"}, "SIMULATOR"),
         ({"ENV": "staging"}, "ENV must be one of"),
-        ({"SIMULATOR_ENABLED": "maybe"}, "true or false"),
+        ({}, "ENV must be set"),
+        ({"ENV": "development", "SIMULATOR_ENABLED": "maybe"}, "true or false"),
     ],
 )
 def test_config_refuses_to_start(environ, message):

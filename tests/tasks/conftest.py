@@ -94,7 +94,7 @@ def worker_env(_postgres_migrated, redis_prefix, tmp_path_factory) -> Iterator[W
         "DATABASE_URL": url, "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": redis_prefix,
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "SEND_RATE_PER_SECOND": 50, "SECRET_KEY": "x",
         "BROKER_DIR": str(tmp / "broker"), "SPOOL_DIR": str(tmp / "spool"),
-    }, environ={})
+    }, environ={"ENV": "development"})
     api = FakeTwilioApi()
     sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, http_client=FakeTwilioHttpClient(api))
     app = make_celery(

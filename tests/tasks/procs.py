@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without any configuration variable, plus `extra`."""
+    """This process's environment without any configuration variable, plus ENV=development
+    and `extra`."""
     env = {k: v for k, v in os.environ.items()
            if k not in ENV_VARS and not k.startswith("TRIAGE_")}
+    env["ENV"] = "development"
     env.update({k: str(v) for k, v in extra.items()})
     env["PYTHONPATH"] = str(ROOT)
     return env

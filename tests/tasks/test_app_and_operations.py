@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_celery_app_settings_and_beat_schedule(tmp_path):
     from tasks.celery_app import BEAT_JOBS, make_celery
 
-    app = make_celery(load_config({"BROKER_DIR": str(tmp_path / "b")}, environ={}))
+    app = make_celery(load_config({"BROKER_DIR": str(tmp_path / "b")}, environ={"ENV": "development"}))
     conf = app.conf
     assert (conf.task_acks_late, conf.task_reject_on_worker_lost,
             conf.worker_prefetch_multiplier, conf.task_ignore_result) == (True, True, 1, True)
@@ -44,13 +44,15 @@ def test_celery_app_settings_and_beat_schedule(tmp_path):
 
 def test_redis_broker_settings_carry_the_key_prefix():
     settings = taskqueue.broker_settings(load_config(
-        {"REDIS_URL": "redis://127.0.0.1:6379/11", "REDIS_KEY_PREFIX": "x:"}, environ={}))
+        {"REDIS_URL": "redis://127.0.0.1:6379/11", "REDIS_KEY_PREFIX": "x:"},
+        environ={"ENV": "development"}))
     assert settings["broker_url"] == "redis://127.0.0.1:6379/11"
     assert settings["broker_transport_options"]["global_keyprefix"] == "x:"
 
 
 def test_the_module_level_app_is_built_on_first_use(monkeypatch, tmp_path):
     monkeypatch.setenv("BROKER_DIR", str(tmp_path / "broker"))
+    monkeypatch.setenv("ENV", "development")
     sys.modules.pop("tasks.celery_app", None)
     module = importlib.import_module("tasks.celery_app")
     assert module._app is None  # importing connects to nothing and builds nothing
@@ -69,16 +71,19 @@ def test_service_never_imports_tasks():
 
 
 def test_config_of_sending_and_oncall():
-    config = load_config(environ={})
+    config = load_config(environ={"ENV": "development"})
     assert (config["SEND_RATE_PER_SECOND"], config["ONCALL_MAX_REPEATS"],
             config["SEND_MAX_ATTEMPTS"], config["BEAT_INTERVAL_SECONDS"]) == (1.0, 4, 6, 60.0)
-    config = load_config(environ={"SEND_RATE_PER_SECOND": "2.5", "ONCALL_MAX_REPEATS": "0"})
+    config = load_config(environ={"ENV": "development", "SEND_RATE_PER_SECOND": "2.5",
+                                  "ONCALL_MAX_REPEATS": "0"})
     assert (config["SEND_RATE_PER_SECOND"], config["ONCALL_MAX_REPEATS"]) == (2.5, 0)
     with pytest.raises(ConfigError, match="SEND_RATE_PER_SECOND"):
-        load_config(environ={"SEND_RATE_PER_SECOND": "fast"})
+        load_config(environ={"ENV": "development", "SEND_RATE_PER_SECOND": "fast"})
     with pytest.raises(ConfigError, match="ONCALL_MAX_REPEATS"):
-        load_config(environ={"ONCALL_MAX_REPEATS": "-1"})
-    assert load_config(environ={"ENV": "production", "SECRET_KEY": "k",
+        load_config(environ={"ENV": "development", "ONCALL_MAX_REPEATS": "-1"})
+    assert load_config(environ={"ENV": "production", "SECRET_KEY": "k", "DRY_RUN": "1",
+                                "PUBLIC_BASE_URL": "https://t.example", "REDIS_URL": "redis://r",
+                                "DATABASE_URL": "postgresql://db/t",
                                 "TWILIO_API_BASE": "http://x"})["TWILIO_API_BASE"] is None
 
 

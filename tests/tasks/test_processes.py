@@ -98,7 +98,7 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
                 wait_for_log(logs[0], " ready.", w1)
                 wait_for_log(logs[1], " ready.", w2)
                 config = load_config({"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix},
-                                     environ={})
+                                     environ={"ENV": "development"})
                 assert taskqueue.send_task("tasks.send_due_outbox", config=config)
                 wait_for(lambda: all(r.status == "sent" for r in rows(db, Outbox)),
                          timeout=90, what="every text sent")
