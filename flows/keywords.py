@@ -3,10 +3,24 @@
 `classify(text)` says whether a message is a control word rather than an answer: opt-out
 ("stop"), opt-in ("start"), "help", "restart", or a language switch. Opt-out is checked
 first and is the most forgiving: the US FCC rule of 2025 lets a patient revoke consent "in
-any reasonable manner", so plain requests such as "please stop texting me" count too. It is
-also careful: an answer about the pain ("no", "the pain won't stop", "it doesn't stop
-hurting") is never an opt-out. Everything else must be the whole message (case, accents,
-punctuation and a "please" / "por favor" around it do not matter).
+any reasonable manner". A text is an opt-out (`is_opt_out`) when
+
+- every word in it is an opt-out word (OPT_OUT_WORDS, a stop emoji such as 🛑, or "no more")
+  or a filler or emphasis word from the closed list OPT_OUT_FILLERS, in any case and with any
+  punctuation: "STOP!!", "NO STOP", "I said stop", "just stop", "stop it", "stop stop stop",
+  "i want to stop", "para por favor", "basta ya", "no más", "🛑"; or
+- it holds a plain request anywhere ("please stop texting me", "don't text me", "no más
+  mensajes", "unsubscribe me"), unless it is negated ("please don't stop texting me").
+
+It is also careful: a longer text that uses an opt-out word in another sense ("my pain won't
+end", "cancel my appointment", "I can't stop the pain", "para mí es peor") is not an opt-out;
+`opt_out_reading` calls it "other_sense" (`mentions_opt_out_word`), and flows.reading never
+reads it as an answer. A Spanish "no" right before "para" / "parar" / "quiero" is a negation,
+not emphasis ("no para de doler", "no para": it does not stop), unless punctuation parts them
+("No. Para"). Idioms whose word only looks like one are not counted: "non-stop", "para nada".
+
+Everything else must be the whole message (case, accents, punctuation and a "please" / "por
+favor" around it do not matter).
 
 Pure functions: no I/O; no function raises on any str input.
 """
@@ -14,6 +28,7 @@ Pure functions: no I/O; no function raises on any str input.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from flows.parsing import normalize
@@ -22,22 +37,51 @@ __all__ = [
     "HELP_WORDS",
     "LANG_EN_WORDS",
     "LANG_ES_WORDS",
+    "OPT_OUT_FILLERS",
+    "OPT_OUT_TOKENS",
     "OPT_OUT_WORDS",
     "RESTART_WORDS",
     "START_WORDS",
+    "STOP_EMOJI",
     "TWILIO_OPT_IN_WORDS",
     "TWILIO_OPT_OUT_WORDS",
+    "WHOLE_ONLY_OPT_OUT_WORDS",
     "classify",
+    "is_opt_out",
     "is_start_keyword",
     "is_twilio_opt_in",
     "is_twilio_opt_out",
+    "mentions_opt_out_word",
+    "opt_out_reading",
 ]
 
 # Whole-message keywords, as a patient would type them; matching is on normalize(word).
 OPT_OUT_WORDS = (
     "STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
-    "OPT OUT", "OPT-OUT", "ALTO", "PARAR", "BASTA", "CANCELAR",
+    "OPT OUT", "OPT-OUT", "ALTO", "PARAR", "PARA", "BASTA", "CANCELAR", "NO MÁS",
 )  # fmt: skip
+# Emoji that say stop; each counts as the word STOP.
+STOP_EMOJI = ("🛑", "⛔", "🚫", "✋", "🤚", "📵", "🔕")
+# Opt-outs only as a whole message with fillers ("no more please"): inside a longer text they
+# are ordinary words ("no more pain" is an answer, not a use of an opt-out word).
+WHOLE_ONLY_OPT_OUT_WORDS = ("NO MORE", "UNSUB")
+# The closed list of filler and emphasis words an opt-out may have around it ("no stop", "I
+# said stop already", "please just stop it now", "stop texting me", "para ya por favor").
+# No negation is in it ("don't stop" is no opt-out) and no word about health.
+OPT_OUT_FILLERS = frozenset(
+    """
+    no nope nah yes yeah yep ok okay k kk alright please pls plz now right away already just
+    i im id said say saying told tell you u ya it this that these those them all the me us
+    we texting texts text messages message msgs msg sms messaging thanks thank thx ty want
+    wanna to would like need really seriously immediately asap again do god omg ugh hey hi
+    hello sir maam man dude guys for good forever permanently completely totally everything
+    anymore any more of so well oh and then fucking freaking damn can could will lets wish
+    how at once
+    si por favor porfa porfavor xfa plis gracias oye senor senora ahora mismo ahorita dije
+    digo te le les mensajes mensaje textos todo todos quiero deseo de una vez serio dios pues
+    y
+    """.split()
+)
 START_WORDS = ("START", "UNSTOP")
 HELP_WORDS = ("HELP", "INFO", "AYUDA")
 RESTART_WORDS = (
@@ -87,8 +131,13 @@ _COURTESY = frozenset(
     "please pls plz now thanks thank you thx ty ok okay por favor gracias ya".split()
 )
 
-_MEDIA = r"(?:texts?|text\s+messages?|messages?|msgs?|sms|calls?|reminders?|notifications?|emails?)"
+_MEDIA = (
+    r"(?:texts?|text\s+messages?|messages?|msgs?|sms|calls?|reminders?|notifications?|emails?"
+    r"|alerts?|updates?|check\s*ins?|checkins?|subscriptions?)"
+)
 _VERB_ES = r"(?:enviar|mandar|escribir|contactar|llamar|molestar|textear)\w*"
+_STOP_VERBS_EN = frozenset("stop quit cease end cancel".split())
+_STOP_VERBS_ES = frozenset("deja dejen deje dejar para paren pare parar".split())
 _PLAIN_REQUESTS = re.compile(
     "|".join(
         (
@@ -99,6 +148,9 @@ _PLAIN_REQUESTS = re.compile(
             rf"|any|more|{_MEDIA})\b)",
             rf"\b(?:stop|quit|cease|end|cancel)\s+(?:(?:all|the|these|those|this|your|my|of)\s+)*"
             rf"(?:more\s+)?{_MEDIA}\b",
+            # "I want to stop getting these texts"
+            rf"\b(?:stop|quit|cease)\s+(?:receiving|getting)\s+"
+            rf"(?:(?:these|those|the|your|any|all|of|more)\s+)*{_MEDIA}\b",
             # "don't text me anymore", "do not contact me", "never message me again"
             r"\b(?:dont|do\s+not|never)\s+(?:text|message|msg|contact|call|sms|email|bother)"
             r"\s+(?:me|us|this\s+number)\b",
@@ -116,7 +168,7 @@ _PLAIN_REQUESTS = re.compile(
             r"\btake\s+me\s+off\b",
             r"\bleave\s+me\s+alone\b",
             # "deja de enviarme mensajes", "no me mandes más mensajes", "no quiero más mensajes"
-            rf"\b(?:deja|dejen|deje|dejar)\s+de\s+{_VERB_ES}",
+            rf"\b(?:deja|dejen|deje|dejar|para|paren|pare|parar)\s+de\s+{_VERB_ES}",
             r"\bno\s+(?:me\s+|nos\s+)?(?:mandes|manden|mande|envies|envien|envie|escribas"
             r"|escriban|escriba|contactes|contacten|contacte|llames|llamen|molestes|molesten"
             r"|moleste)\b",
@@ -129,6 +181,112 @@ _PLAIN_REQUESTS = re.compile(
         )
     )
 )
+
+
+def _phrase(word: str) -> tuple[str, ...]:
+    return tuple(normalize(word).split())
+
+
+# Opt-out words as normalized words: "stop", "para", ("opt", "out"), ("no", "mas"), ...
+_OPT_OUT_PHRASES = frozenset(_phrase(word) for word in OPT_OUT_WORDS)
+_WHOLE_ONLY_PHRASES = frozenset(_phrase(word) for word in WHOLE_ONLY_OPT_OUT_WORDS)
+OPT_OUT_TOKENS = frozenset(
+    word for phrase in _OPT_OUT_PHRASES for word in phrase if len(phrase) == 1
+)
+_STOP_TOKEN = "stop"
+# Idioms whose word only looks like an opt-out word: "non-stop pain", "para nada" (not at all).
+_IDIOMS = (("non", "stop"), ("para", "nada"))
+_IDIOM_MASK = (
+    "_"  # stands for an idiom's words (normalize never makes "_"): no filler, no opt-out word
+)
+# A Spanish "no" right before these is a negation, not emphasis: "no para" (it does not stop),
+# "no quiero parar" (I do not want to stop). Checked on the text with its punctuation kept.
+_NEGATING_NO = re.compile(r"(?<!\w)no\s+(?:para|parar|quiero|deseo)(?!\w)")
+_NEGATORS = frozenset("dont not never cant wont shouldnt couldnt wouldnt didnt doesnt".split())
+
+
+def _words(text: object) -> list[str]:
+    """The normalized words of a text, a stop emoji read as "stop", idioms masked."""
+    if not isinstance(text, str) or not text:
+        return []
+    for emoji in STOP_EMOJI:
+        if emoji in text:
+            text = text.replace(emoji, f" {_STOP_TOKEN} ")
+    words = normalize(text).split()
+    for idiom in _IDIOMS:
+        size = len(idiom)
+        for i in range(len(words) - size + 1):
+            if tuple(words[i : i + size]) == idiom:
+                words[i : i + size] = [_IDIOM_MASK] * size
+    return words
+
+
+def _folded(text: str) -> str:
+    """Lower case without accents, punctuation kept."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _only_opt_out_and_fillers(words: Sequence[str]) -> bool:
+    """True when every word is an opt-out word or a filler, and one at least is an opt-out."""
+    found = False
+    i = 0
+    while i < len(words):
+        pair = tuple(words[i : i + 2])
+        if len(pair) == 2 and (pair in _OPT_OUT_PHRASES or pair in _WHOLE_ONLY_PHRASES):
+            found, i = True, i + 2
+        elif (words[i],) in _OPT_OUT_PHRASES or (words[i],) in _WHOLE_ONLY_PHRASES:
+            found, i = True, i + 1
+        elif words[i] in OPT_OUT_FILLERS:
+            i += 1
+        else:
+            return False
+    return found
+
+
+def _plain_request(normalized: str) -> bool:
+    """A plain request to stop anywhere in the text, not negated ("please don't stop texting
+    me" asks the opposite)."""
+    for match in _PLAIN_REQUESTS.finditer(normalized):
+        before = normalized[: match.start()].split()[-1:]
+        first = match.group(0).split()[0]
+        if before and first in _STOP_VERBS_EN and before[0] in _NEGATORS:
+            continue
+        if before and first in _STOP_VERBS_ES and before[0] == "no":
+            continue  # "no dejen de escribirme": do not stop writing to me
+        return True
+    return False
+
+
+def is_opt_out(text: str) -> bool:
+    """True when `text` asks to stop all messages (see the module docstring)."""
+    words = _words(text)
+    if not words:
+        return False
+    if _only_opt_out_and_fillers(words) and not _NEGATING_NO.search(_folded(text)):
+        return True
+    return _plain_request(" ".join(word for word in words if word != _IDIOM_MASK))
+
+
+def mentions_opt_out_word(text: str) -> bool:
+    """True when an opt-out word (or stop emoji) is anywhere in `text`, in whatever sense:
+    "cancel my appointment", "para mí es peor", "the end of my back". Not "no more", which
+    counts only as a whole message, nor the idioms "non-stop" and "para nada"."""
+    words = _words(text)
+    return any(
+        (word,) in _OPT_OUT_PHRASES or tuple(words[i : i + 2]) in _OPT_OUT_PHRASES
+        for i, word in enumerate(words)
+    )
+
+
+def opt_out_reading(text: str) -> str | None:
+    """ "opt_out" for an opt-out; "other_sense" for a text that uses an opt-out word otherwise
+    ("my pain won't end"); None for a text with no opt-out word."""
+    if is_opt_out(text):
+        return "opt_out"
+    if mentions_opt_out_word(text):
+        return "other_sense"
+    return None
 
 
 def _core(normalized: str) -> str:
@@ -146,13 +304,13 @@ def _core(normalized: str) -> str:
 def classify(text: str) -> str | None:
     """The control word `text` is: "stop", "start", "help", "restart", "lang_es", "lang_en",
     or None when it is not one (an answer, or any other message)."""
+    if is_opt_out(text):
+        return "stop"
     normalized = normalize(text)
     if not normalized:
         return None
-    core = _core(normalized)
-    if _WHOLE.get(core) == "stop" or _PLAIN_REQUESTS.search(normalized):
-        return "stop"
-    return _WHOLE.get(core)
+    word = _WHOLE.get(_core(normalized))
+    return None if word == "stop" else word  # "no para": an opt-out word, not an opt-out
 
 
 def is_twilio_opt_out(text: str) -> bool:

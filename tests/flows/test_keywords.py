@@ -44,11 +44,16 @@ STOP = [
     "no me mandes más mensajes", "No me manden mensajes", "no me escriban más",
     "no quiero recibir más mensajes", "no quiero mas mensajes", "no más mensajes",
     "quiero darme de baja", "dar de baja", "quítenme de la lista", "déjenme en paz",
+    # opt-out words with only filler or emphasis words around them (CLINICAL.md §7)
+    "no stop", "NO STOP", "No. STOP", "yes stop", "I said STOP", "STOP ALREADY", "just stop",
+    "stop it", "stop stop stop", "please STOP now", "i want to stop", "🛑", "✋", "no, no more",
+    "no more please", "para", "Para por favor", "No, para", "no más", "ya basta",
+    "para de mandarme mensajes", "I want to stop getting these texts",
 ]  # fmt: skip
 
 NOT_STOP = [
     # answers to health questions
-    "no", "No.", "NO!!", "nope", "no more pain", "no, no more", "not at all", "never",
+    "no", "No.", "NO!!", "nope", "no more pain", "not at all", "never",
     "the pain won't stop", "it doesn't stop hurting", "it never stops", "It won't stop",
     "make it stop", "I want the pain to stop", "I can't stop moving", "stop the pain",
     "pain stops when I rest", "stopping helps", "it stopped", "non-stop pain", "nonstop",
@@ -56,8 +61,9 @@ NOT_STOP = [
     "it hurts at the end", "unstoppable", "endless", "cancelled my appointment",
     "cancel my appointment", "quit my job", "I quit smoking", "yes", "sí", "no para",
     "no para de doler", "no se me quita", "alto dolor", "dolor alto", "basta de dolor",
-    "it's enough", "me duele mucho", "7", "2 weeks", "help me", "", " ", "🛑",
-    "yes stop", "no stop", "I got your text", "thanks for the message",
+    "it's enough", "me duele mucho", "7", "2 weeks", "help me", "", " ",
+    "I got your text", "thanks for the message", "para nada", "para mí es peor",
+    "please don't stop texting me", "no dejen de escribirme", "no quiero parar",
 ]  # fmt: skip
 
 
