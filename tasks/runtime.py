@@ -16,7 +16,7 @@ from service import clock
 from service.config import status_callback_url
 from service.messaging.ratelimit import RateLimiter
 from service.messaging.senders import Sender, sender_from_config
-from service.store import Database
+from service.store import Database, bounds_from_config
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Runtime:
     def db(self) -> Database:
         self._fresh()
         if self._db is None:
-            self._db = Database(self.config["DATABASE_URL"])
+            self._db = Database(self.config["DATABASE_URL"], **bounds_from_config(self.config))
         return self._db
 
     @property

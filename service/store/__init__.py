@@ -1,5 +1,5 @@
 """Storage: SQLAlchemy models, the engine and unit of work, and migrations."""
 
-from service.store.session import Database, get_db, init_app, make_engine
+from service.store.session import Database, bounds_from_config, get_db, init_app, make_engine
 
-__all__ = ["Database", "get_db", "init_app", "make_engine"]
+__all__ = ["Database", "bounds_from_config", "get_db", "init_app", "make_engine"]

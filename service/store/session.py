@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +23,16 @@ T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 RACE_ATTEMPTS = 3  # Database.run: one run, and two more after lost unique-key races
-POSTGRES_CONNECT_TIMEOUT_S = 5
+# Every wait on the database is bounded, so that a database that hangs (a stuck server, a
+# proxy that stops relaying) turns into DB_UNAVAILABLE within seconds, and the webhook spools
+# the text and answers Twilio well within its 15 s. Server side, per transaction (SET LOCAL,
+# which PgBouncer's transaction pooling keeps): a statement, and a wait for a row lock. Client
+# side: the connect, a pool checkout, and every round trip (see _Watchdog).
+POSTGRES_CONNECT_TIMEOUT_S = 3
+STATEMENT_TIMEOUT_MS = 3000
+LOCK_TIMEOUT_MS = 2000
+POOL_TIMEOUT_S = 3.0
+CLIENT_GRACE_S = 1.0  # a round trip may outlive statement_timeout by this much, then is cut
 
 
 def normalize_url(url: str) -> str:
@@ -31,8 +43,15 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, sqlite_foreign_keys: bool = True, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, sqlite_foreign_keys: bool = True,
+                statement_timeout_ms: int = 0, lock_timeout_ms: int = 0,
+                **kwargs: Any) -> Engine:
     """An engine for SQLite or PostgreSQL; creating it does not connect.
+
+    PostgreSQL: connect and pool checkout are bounded. With a statement_timeout (Database
+    gives one; migrations and tools run without), each transaction starts with it and with
+    lock_timeout, and every round trip is bounded too (the server's statement_timeout cannot
+    fire for a statement that never reached it).
 
     SQLite: WAL, busy_timeout, foreign keys on (migrations turn them off, as SQLite's table
     rebuilds require), and every transaction starts with BEGIN IMMEDIATE so that a
@@ -50,7 +69,12 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True, **kwargs: Any) ->
         if "connect_timeout" not in sa_url.query:
             connect_args.setdefault("connect_timeout", POSTGRES_CONNECT_TIMEOUT_S)
         kwargs.setdefault("pool_pre_ping", True)
-        return sa.create_engine(sa_url, connect_args=connect_args, **kwargs)
+        if kwargs.get("poolclass") is None:
+            kwargs.setdefault("pool_timeout", POOL_TIMEOUT_S)
+        engine = sa.create_engine(sa_url, connect_args=connect_args, **kwargs)
+        _configure_postgres(engine, statement_timeout_ms=int(statement_timeout_ms),
+                            lock_timeout_ms=int(lock_timeout_ms))
+        return engine
     raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql:// URLs")
 
 
@@ -72,11 +96,124 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _configure_postgres(engine: Engine, *, statement_timeout_ms: int,
+                        lock_timeout_ms: int) -> None:
+    if statement_timeout_ms or lock_timeout_ms:
+        # One round trip: set_config(..., true) is SET LOCAL, gone at commit or rollback.
+        bounds = (f"SELECT set_config('statement_timeout', '{statement_timeout_ms}', true), "
+                  f"set_config('lock_timeout', '{lock_timeout_ms}', true)")
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection):
+            connection.exec_driver_sql(bounds)
+
+    if not statement_timeout_ms:
+        return
+    limit = statement_timeout_ms / 1000 + CLIENT_GRACE_S
+    dialect = engine.dialect
+    # Every call that waits for the server: statements, pre-ping, commit, rollback (also the
+    # pool's reset on return). psycopg has no client-side timeout for them.
+    for name in ("do_execute", "do_executemany", "do_execute_no_params", "do_ping",
+                 "do_commit", "do_rollback"):
+        setattr(dialect, name, _WATCHDOG.bounded(getattr(dialect, name), limit))
+
+
+class _Watchdog:
+    """Cuts the socket of a database round trip that outlives its limit.
+
+    A server that hangs, or a network path that stops relaying without refusing, leaves
+    psycopg waiting on a socket forever. One thread per process watches the calls in flight;
+    at a call's limit it shuts the socket down, and the waiting call fails at once with
+    psycopg's OperationalError ("server closed the connection"), which SQLAlchemy treats as a
+    lost connection (invalidated, never reused) and the webhook as "database away".
+    """
+
+    POLL_S = 0.1
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, int]] = {}
+        self._wake = threading.Event()
+        self._pid: int | None = None
+        self._count = 0
+        self.cut = 0  # how many round trips this process cut (for tests and logs)
+
+    def bounded(self, call: Callable[..., T], limit: float) -> Callable[..., T]:
+        def bounded_call(target, *args, **kwargs):
+            token = self.arm(_fileno(target), limit)
+            try:
+                return call(target, *args, **kwargs)
+            finally:
+                self.disarm(token)
+
+        bounded_call.__wrapped__ = call  # type: ignore[attr-defined]
+        return bounded_call
+
+    def arm(self, fd: int | None, limit: float) -> int | None:
+        if fd is None or fd < 0:
+            return None
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: its own thread
+                self._pid = os.getpid()
+                self._armed.clear()
+                threading.Thread(target=self._run, name="db-watchdog", daemon=True).start()
+            self._count += 1
+            token = self._count
+            self._armed[token] = (time.monotonic() + limit, fd)
+        self._wake.set()
+        return token
+
+    def disarm(self, token: int | None) -> None:
+        if token is not None:
+            # Under the lock: a socket being cut is not closed (and its number reused) meanwhile.
+            with self._lock:
+                self._armed.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.POLL_S)
+            now = time.monotonic()
+            with self._lock:
+                for token, (deadline, fd) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[token]
+                        self._cut(fd)
+                if not self._armed:
+                    self._wake.clear()
+
+    def _cut(self, fd: int) -> None:
+        try:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return  # already closed
+        self.cut += 1
+        log.error("database round trip cut after its time limit (the database is not "
+                  "answering)")
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _fileno(target: Any) -> int | None:
+    """The socket of a DBAPI connection, a pool's proxy of one, or a cursor."""
+    connection = getattr(target, "dbapi_connection", None) or target
+    connection = getattr(connection, "connection", connection)  # a cursor's connection
+    connection = getattr(connection, "dbapi_connection", None) or connection
+    try:
+        return connection.fileno()
+    except Exception:  # closed, or not a psycopg connection
+        return None
+
+
 class Database:
     """An engine plus its session factory; one per app (and one per CLI or worker process)."""
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
+        engine_kwargs.setdefault("statement_timeout_ms", STATEMENT_TIMEOUT_MS)
+        engine_kwargs.setdefault("lock_timeout_ms", LOCK_TIMEOUT_MS)
         self.engine = make_engine(url, **engine_kwargs)
         self.sessionmaker: sessionmaker[Session] = sessionmaker(
             bind=self.engine, expire_on_commit=False
@@ -131,8 +268,19 @@ class Database:
         )
 
 
+def bounds_from_config(config) -> dict[str, Any]:
+    """make_engine's time limits as configured (DB_STATEMENT_TIMEOUT_MS, DB_LOCK_TIMEOUT_MS,
+    DB_POOL_TIMEOUT_S), defaults where a setting is absent."""
+    bounds: dict[str, Any] = {
+        "statement_timeout_ms": config.get("DB_STATEMENT_TIMEOUT_MS", STATEMENT_TIMEOUT_MS),
+        "lock_timeout_ms": config.get("DB_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS)}
+    if make_url(normalize_url(config["DATABASE_URL"])).get_backend_name() == "postgresql":
+        bounds["pool_timeout"] = config.get("DB_POOL_TIMEOUT_S", POOL_TIMEOUT_S)
+    return bounds
+
+
 def init_app(app: Flask) -> Database:
-    db = Database(app.config["DATABASE_URL"])
+    db = Database(app.config["DATABASE_URL"], **bounds_from_config(app.config))
     app.extensions["db"] = db
     return db
 
