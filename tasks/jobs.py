@@ -191,7 +191,7 @@ def send_now(self) -> int:
 def replay_spool(self) -> int:
     """Beat: replays inbound texts spooled while the database was away, in arrival order."""
     rt = _rt(self)
-    spool = Spool(redis_url=rt.config.get("REDIS_URL"), spool_dir=rt.config["SPOOL_DIR"])
+    spool = Spool.from_config(rt.config)
     with rt.only_one("spool") as mine:
         if not mine:
             return 0

@@ -165,7 +165,8 @@ class RedisServer:
 class TcpProxy:
     """Forwards 127.0.0.1:port to a target; `stop()` drops every connection and refuses new
     ones (the database "goes away" for whoever connects through it), `start()` brings it back
-    on the same port."""
+    on the same port. `pause()` is the nastier fault: connections are still accepted and kept
+    open, but nothing is relayed either way (a hung server or network path) until `resume()`."""
 
     def __init__(self, target: tuple[str, int], port: int | None = None):
         self.target = target
@@ -175,7 +176,15 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
+        self._relaying = threading.Event()
+        self._relaying.set()
         self.connections = 0
+
+    def pause(self) -> None:
+        self._relaying.clear()
+
+    def resume(self) -> None:
+        self._relaying.set()
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -197,17 +206,25 @@ class TcpProxy:
                 continue
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            with self._lock:
-                self._conns.update((client, upstream))
-                self.connections += 1
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        with self._lock:
+            self._conns.add(client)
+        while not self._relaying.wait(0.2):  # paused: accepted, and left hanging
+            if not self._running.is_set():
+                return
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        client.settimeout(None)
+        upstream.settimeout(None)
+        with self._lock:
+            self._conns.add(upstream)
+            self.connections += 1
+        self._pipe(client, upstream)
 
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         sel = selectors.DefaultSelector()
@@ -215,6 +232,9 @@ class TcpProxy:
         sel.register(b, selectors.EVENT_READ, a)
         try:
             while self._running.is_set():
+                if not self._relaying.is_set():
+                    time.sleep(0.05)
+                    continue
                 for key, _ in sel.select(timeout=0.2):
                     data = key.fileobj.recv(65536)
                     if not data:
