@@ -6,6 +6,9 @@ from typing import Any
 
 from flask import Flask
 
+# Every route: a larger body is refused with 413 before it is read.
+MAX_REQUEST_BYTES = 256 * 1024
+
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Configuration from the environment, then `test_config` on top; nothing connects yet."""
@@ -19,6 +22,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config.from_mapping(config)
+    if app.config.get("MAX_CONTENT_LENGTH") is None:  # Flask's default: no limit
+        # A Twilio webhook is a few kilobytes and nothing here takes uploads.
+        app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
 
     store.init_app(app)
     health.init_app(app)

@@ -1131,3 +1131,13 @@ def test_start_from_a_patient_who_never_opted_out_starts_a_check_in(phone, clini
     complete_intake(phone)
     assert phone.text("START") == [intro("intake", clinic), ask("intake", "chest_symptoms")]
     assert rows(db, Alert, Alert.kind == "patient_message") == []
+
+
+def test_a_body_larger_than_any_webhook_is_refused_unread(client, db):
+    """MAX_CONTENT_LENGTH holds on every route: 413 before the body is parsed (issue 14)."""
+    huge = b"Body=" + b"x" * (300 * 1024)
+    response = client.post("/twilio/sms", data=huge,
+                           content_type="application/x-www-form-urlencoded",
+                           headers={"X-Twilio-Signature": "not-checked-yet"})
+    assert response.status_code == 413
+    assert counts(db)["messages"] == 0
