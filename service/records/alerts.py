@@ -7,6 +7,7 @@ episode as "referred" (CLINICAL.md section 4).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 # Most pressing first: the order of the clinic's worklist.
 LEVEL_ORDER = ("emergency", "urgent", "soon", "info")
 REFERRAL_LEVELS = ("emergency", "urgent", "soon")
+# What was done about a soon-or-higher alert is part of the record; an info alert ("ok
+# thanks") may be resolved in one click, its note optional.
+NOTE_REQUIRED_LEVELS = ("emergency", "urgent", "soon")
 MAX_NOTE_LENGTH = 2000
 
 
@@ -76,6 +80,34 @@ def sort_key(alert: Alert) -> tuple[int, datetime, int]:
     return rank, alert.created_at, alert.id
 
 
+def note_required(alert: Alert) -> bool:
+    return alert.level in NOTE_REQUIRED_LEVELS
+
+
+def resolved_alerts(session: Session, clinic_id: int, *, level: str | None = None,
+                    since: datetime | None = None, until: datetime | None = None,
+                    patient_ids: Sequence[int] | None = None,
+                    before: tuple[datetime, int] | None = None, limit: int = 50) -> list[Alert]:
+    """The clinic's alert history: resolved alerts, most recently resolved first, resolved in
+    [since, until); `before` is the (resolved_at, id) of the last alert of the previous page."""
+    query = sa.select(Alert).where(Alert.clinic_id == clinic_id, Alert.status == "resolved")
+    if level is not None:
+        query = query.where(Alert.level == level)
+    if since is not None:
+        query = query.where(Alert.resolved_at >= since)
+    if until is not None:
+        query = query.where(Alert.resolved_at < until)
+    if patient_ids is not None:
+        query = query.where(Alert.patient_id.in_(list(patient_ids)))
+    if before is not None:
+        before_at, before_id = before
+        query = query.where(sa.or_(
+            Alert.resolved_at < before_at,
+            sa.and_(Alert.resolved_at == before_at, Alert.id < before_id)))
+    query = query.order_by(Alert.resolved_at.desc(), Alert.id.desc()).limit(limit)
+    return list(session.execute(query).scalars())
+
+
 def acknowledge_alert(session: Session, alert: Alert, *, actor_type: str, actor_id: str | int,
                       now: datetime) -> Alert:
     """Marks an open alert as seen; acknowledging it again changes nothing; a resolved one
@@ -94,14 +126,15 @@ def acknowledge_alert(session: Session, alert: Alert, *, actor_type: str, actor_
 
 def resolve_alert(session: Session, alert: Alert, *, actor_type: str, actor_id: str | int,
                   note: str, now: datetime) -> Alert:
-    """Resolves an open or acknowledged alert with staff's note.
+    """Resolves an open or acknowledged alert with staff's note (required at `soon` and
+    above, optional for info alerts).
 
     When it is the alert of a final follow-up check at `soon` or higher, the still-open episode
     becomes "referred" and its pending follow-ups are cancelled.
     """
     note = (note or "").strip()
-    if not note:
-        raise ValueError("a note is required to resolve an alert")
+    if not note and note_required(alert):
+        raise ValueError(f"a note is required to resolve a {alert.level} alert")
     if len(note) > MAX_NOTE_LENGTH:
         raise ValueError(f"the note is longer than {MAX_NOTE_LENGTH} characters")
     if alert.status == "resolved":
@@ -110,7 +143,7 @@ def resolve_alert(session: Session, alert: Alert, *, actor_type: str, actor_id: 
     if alert.acknowledged_at is None:
         alert.acknowledged_at, alert.acknowledged_by = now, by
     alert.status, alert.resolved_at, alert.resolved_by = "resolved", now, by
-    alert.resolution_note = note
+    alert.resolution_note = note or None
     referred = _refer_episode(session, alert, now)
     audit.record(session, clinic_id=alert.clinic_id, patient_id=alert.patient_id,
                  action="alert_resolved", actor_type=actor_type, actor_id=actor_id,

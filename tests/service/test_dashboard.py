@@ -309,14 +309,127 @@ def test_admins_of_another_clinic_cannot_erase(app, db, client, clinic_b, admin_
 # ---- alert queue --------------------------------------------------------------------------
 
 
-def test_an_sms_emergency_shows_in_the_queue_with_its_reasons_and_gaps(client, web):
+def test_an_sms_emergency_shows_in_the_queue_with_its_reasons_and_gaps(client, web, db):
     emergency_by_sms(client)
     page = web.get("/dashboard/").get_data(as_text=True)
     assert 'class="alert level-emergency status-open"' in page
     assert "CHEST" in page and "aortic dissection" in page  # the rule in plain words
     assert "Not answered:" in page and "New weakness in arms or legs" in page
-    assert "+1******0142" in page and PATIENT not in page
     assert "just now" in page
+    # The nurse calls from the card: the full number, as a tel: link, read like a record.
+    assert f'href="tel:{PATIENT}"' in page and "Call +1 617 555 0142" in page
+    assert "their time" in page and "America/New_York" in page
+    patient = only_patient(db)
+    assert audit_actions(db, patient_id=patient.id).count("patient_phone_shown") == 1
+
+
+def test_a_soon_card_masks_the_number_and_an_info_alert_resolves_in_one_click(db, web,
+                                                                                clinic_a):
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        clinic = session.get(Clinic, clinic_a.id)
+        made = {}
+        for level, phone in [("soon", "+16175550161"), ("info", "+16175550162")]:
+            patient = Patient(clinic_id=clinic.id, phone_e164=phone, name=None,
+                              timezone="America/Los_Angeles")
+            session.add(patient)
+            session.flush()
+            made[level] = alerts.raise_alert(session, clinic, patient, kind="patient_message",
+                                             level=level, now=now, summary="ok thanks").id
+    page = web.get("/dashboard/").get_data(as_text=True)
+    assert "tel:" not in page and "+16175550161" not in page
+    assert "+1******0161" in page  # no name: the masked number names the patient
+    assert "(no name)" not in page and "America/Los_Angeles" in page
+    assert "patient_phone_shown" not in audit_actions(db)
+
+    assert web.post(f"/dashboard/alerts/{made['info']}/resolve", {"note": ""}).status_code == 302
+    assert web.post(f"/dashboard/alerts/{made['soon']}/resolve", {"note": ""}).status_code == 302
+    with db.transaction() as session:
+        info, soon = session.get(Alert, made["info"]), session.get(Alert, made["soon"])
+        assert (info.status, info.resolution_note) == ("resolved", None)
+        assert soon.status == "open"  # a note is still required at soon and above
+    assert "a note is required to resolve a soon alert" in web.get("/dashboard/").get_data(
+        as_text=True)
+
+
+def _resolved_alerts(db, clinic_id: int) -> dict[str, int]:
+    """Three resolved alerts of two patients, resolved on 1, 10 and 20 March (clinic time)."""
+    made = {}
+    with db.transaction() as session:
+        clinic = session.get(Clinic, clinic_id)
+        ana = Patient(clinic_id=clinic.id, phone_e164="+16175550171", name="Ana Rivera")
+        texted = Patient(clinic_id=clinic.id, phone_e164="+16175550172")  # texted in: no name
+        session.add_all([ana, texted])
+        session.flush()
+        for key, patient, level, day, note in [
+                ("ana_urgent", ana, "urgent", 1, "Called; seen the same day."),
+                ("ana_info", ana, "info", 10, ""),
+                ("texted_soon", texted, "soon", 20, "Booked a visit on Monday.")]:
+            raised = datetime(2026, 3, day, 14, 0, tzinfo=UTC)
+            alert = alerts.raise_alert(session, clinic, patient, kind="triage", level=level,
+                                       now=raised, reasons=["SYSTEMIC"] if level == "urgent"
+                                       else [])
+            staff = session.scalar(sa.select(Staff).where(Staff.clinic_id == clinic.id))
+            alerts.acknowledge_alert(session, alert, actor_type="staff", actor_id=staff.id,
+                                     now=raised + timedelta(minutes=3))
+            alerts.resolve_alert(session, alert, actor_type="staff", actor_id=staff.id,
+                                 note=note, now=raised + timedelta(minutes=20))
+            made[key] = alert.id
+    return made
+
+
+def _history_ids(page: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<tr class="level-\w+" data-alert-id="(\d+)"', page)]
+
+
+def test_alert_history_filters_by_level_dates_and_patient(db, web, clinic_a):
+    made = _resolved_alerts(db, clinic_a.id)
+    everything = web.get("/dashboard/alerts/history").get_data(as_text=True)
+    assert _history_ids(everything) == [made["texted_soon"], made["ana_info"],
+                                        made["ana_urgent"]]  # most recently resolved first
+    # who and when, by email, not "staff:1"; the note, or that there was none
+    assert "clin@a.example.org" in everything and "staff:" not in everything
+    assert "2026-03-01 09:03" in everything  # acknowledged, clinic time (America/New_York)
+    assert "Called; seen the same day." in everything and "(no note)" in everything
+    assert "+1******0172" in everything and "+16175550172" not in everything
+
+    def ids(query: str) -> list[int]:
+        return _history_ids(web.get(f"/dashboard/alerts/history?{query}").get_data(as_text=True))
+
+    assert ids("level=urgent") == [made["ana_urgent"]]
+    assert ids("start=2026-03-05&end=2026-03-10") == [made["ana_info"]]
+    assert ids("q=rivera") == [made["ana_info"], made["ana_urgent"]]
+    assert ids("q=0172") == [made["texted_soon"]]
+    with db.transaction() as session:
+        ana_id = session.get(Alert, made["ana_info"]).patient_id
+    assert ids(f"patient={ana_id}&level=info") == [made["ana_info"]]
+    assert set(audit_actions(db, patient_id=ana_id)) >= {"alert_history_viewed"}
+
+
+@pytest.mark.parametrize("query, message", [
+    ("level=loud", "choose a level from the list"),
+    ("start=03/01/2026", "From: use the form YYYY-MM-DD"),
+    ("start=2026-03-10&end=2026-03-01", "the To date is before the From date"),
+    ("before_at=yesterday&before_id=3", "that page link is not one this dashboard made"),
+])
+def test_alert_history_says_which_filter_is_wrong(db, web, clinic_a, query, message):
+    _resolved_alerts(db, clinic_a.id)
+    response = web.get(f"/dashboard/alerts/history?{query}")
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert message in page
+    assert len(_history_ids(page)) >= 1  # the other filters still apply: the page is usable
+
+
+def test_alert_history_pages_on(app, db, web, clinic_a):
+    made = _resolved_alerts(db, clinic_a.id)
+    app.config["DASHBOARD_HISTORY_PAGE"] = 2
+    first = web.get("/dashboard/alerts/history").get_data(as_text=True)
+    assert _history_ids(first) == [made["texted_soon"], made["ana_info"]]
+    older = re.search(r'<a href="([^"]+)">Older alerts</a>', first).group(1)
+    second = web.get(older.replace("&amp;", "&")).get_data(as_text=True)
+    assert _history_ids(second) == [made["ana_urgent"]]
+    assert "Older alerts" not in second
 
 
 def test_queue_is_sorted_by_level_then_age(db, web, clinic_a):
@@ -453,6 +566,23 @@ def test_patient_page_has_timeline_chart_and_clinician_context(client, web, db):
                  "Final follow-up due (scheduled)"):
         assert text in page, text
     assert PATIENT in page  # the record itself shows the full number
+    assert "<dt>Timezone</dt><dd>America/New_York" in page  # the zone is named, not "clinic"
+    # Grouped by check-in, the latest open; inside, the conversation reads top to bottom:
+    # the check-in starts, the patient's texts and the clinic's replies alternate, it ends.
+    groups = re.findall(r"<details class=\"checkin-group[^\"]*\"( open)?>(.*?)</details>",
+                        page, re.S)
+    assert [bool(is_open) for is_open, _ in groups] == [True, False]
+    intake, outside = groups[0][1], groups[1][1]
+    assert "Intake check-in (SMS)" in intake and "completed: Soon" in intake
+    assert intake.index("Intake check-in started") < intake.index("Patient SMS") \
+        < intake.index("Alert raised") < intake.index("Intake check-in completed")
+    whats = re.findall(r'<span class="what">(Patient SMS|Clinic SMS[^<]*)</span>', intake)
+    assert [w.split()[0] for w in whats[:6]] == [  # greeting and question 1, answer 1, ...
+        "Clinic", "Clinic", "Patient", "Clinic", "Patient", "Clinic"]
+    assert "Outside a check-in" in outside and "First follow-up due" in outside
+    # Follow-ups are pending: pause and cancel are offered; nothing is paused: no resume.
+    assert "Pause follow-ups" in page and "Cancel follow-ups" in page
+    assert "Resume follow-ups" not in page
 
 
 def test_viewing_a_patient_leaves_an_audit_row_that_admins_see(client, web, admin_web, db):

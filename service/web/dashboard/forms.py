@@ -5,7 +5,7 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from functools import lru_cache
 
 from service.phones import normalize_phone
@@ -74,3 +74,62 @@ def parse_date_range(args: Mapping[str, str]) -> tuple[date | None, date | None,
     if end < start:
         return None, None, "the end date is before the start date"
     return start, end, None
+
+
+HISTORY_LEVELS = ("emergency", "urgent", "soon", "info")
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    level: str | None = None
+    start: date | None = None  # clinic-local dates, inclusive
+    end: date | None = None
+    q: str = ""
+    patient_id: int | None = None
+    before: tuple[datetime, int] | None = None
+
+    def args(self) -> dict[str, str]:
+        """The filter as query arguments (for the next page's link)."""
+        values = {"level": self.level or "", "start": self.start.isoformat() if self.start
+                  else "", "end": self.end.isoformat() if self.end else "", "q": self.q,
+                  "patient": str(self.patient_id) if self.patient_id else ""}
+        return {key: value for key, value in values.items() if value}
+
+
+def parse_history(args: Mapping[str, str]) -> tuple[HistoryFilter, list[str]]:
+    """The alert history's filters; each bad one is dropped with a message saying why."""
+    errors: list[str] = []
+    level = (args.get("level") or "").strip() or None
+    if level is not None and level not in HISTORY_LEVELS:
+        errors.append("choose a level from the list")
+        level = None
+    dates: dict[str, date | None] = {}
+    for key, words in (("start", "From"), ("end", "To")):
+        text = (args.get(key) or "").strip()
+        dates[key] = None
+        if text:
+            try:
+                dates[key] = date.fromisoformat(text)
+            except ValueError:
+                errors.append(f"{words}: use the form YYYY-MM-DD")
+    if dates["start"] and dates["end"] and dates["end"] < dates["start"]:
+        errors.append("the To date is before the From date")
+        dates["end"] = None
+    patient_id = None
+    if (args.get("patient") or "").strip():
+        try:
+            patient_id = int(args["patient"])
+        except ValueError:
+            errors.append("the patient id is not a number")
+    before = None
+    if args.get("before_at") and args.get("before_id"):
+        try:
+            before = (datetime.fromisoformat(args["before_at"]), int(args["before_id"]))
+            if before[0].tzinfo is None:
+                raise ValueError("naive time")
+        except ValueError:
+            before = None
+            errors.append("that page link is not one this dashboard made")
+    return HistoryFilter(level=level, start=dates["start"], end=dates["end"],
+                         q=" ".join((args.get("q") or "").split())[:100],
+                         patient_id=patient_id, before=before), errors

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from flows.loader import get_flow
 from flows.triage import RULE_TEXT
 from service.logs import mask_phone
+from service.records.alerts import note_required
 from service.store.models import Alert, CheckIn, Episode, FollowUp, Message, Outbox, Patient
 
 LEVEL_LABELS = {
@@ -115,7 +116,26 @@ def answer_text(value: Any) -> str:
 
 
 def patient_label(patient: Patient) -> str:
-    return patient.name or "(no name)"
+    """The name, or for a patient who texted in and gave none, the masked number."""
+    return patient.name or mask_phone(patient.phone_e164)
+
+
+def patient_zone(patient: Patient, clinic_tz: str) -> str:
+    """The patient's IANA timezone: their own, else the clinic's."""
+    return patient.timezone or clinic_tz
+
+
+def patient_clock(patient: Patient, now: datetime, clinic_tz: str) -> str:
+    """'14:05 America/New_York': what time it is where the patient is, before calling."""
+    zone = patient_zone(patient, clinic_tz)
+    return f"{now.astimezone(ZoneInfo(zone)).strftime('%H:%M')} {zone}"
+
+
+def dial_text(e164: str) -> str:
+    """'+16175550111' -> '+1 617 555 0111' for a North American number; others as stored."""
+    if e164.startswith("+1") and len(e164) == 12:
+        return f"+1 {e164[2:5]} {e164[5:8]} {e164[8:]}"
+    return e164
 
 
 # ---- alert queue --------------------------------------------------------------------------
@@ -139,11 +159,26 @@ class AlertCard:
     age_seconds: int
     acknowledged_by: str | None
     is_patient_text: bool
+    has_name: bool
+    patient_time: str  # "14:05 America/New_York"
+    call_number: str | None  # the full E.164 number, on urgent and emergency cards only
+    call_text: str
+    note_required: bool
+
+    @property
+    def shows_number(self) -> bool:
+        """The card shows the full number: its render is a read of the patient's record."""
+        return self.call_number is not None
+
+
+# The alerts where the nurse calls the patient now: their card carries the number to dial.
+CALL_LEVELS = ("emergency", "urgent")
 
 
 def alert_card(alert: Alert, patient: Patient, now: datetime, tz: str,
                staff_names: dict[str, str] | None = None) -> AlertCard:
     by = alert.acknowledged_by
+    call_number = patient.phone_e164 if alert.level in CALL_LEVELS else None
     return AlertCard(
         id=alert.id, level=alert.level, level_label=LEVEL_LABELS.get(alert.level, alert.level),
         status=alert.status, kind_label=ALERT_KIND_LABELS.get(alert.kind, alert.kind),
@@ -155,6 +190,9 @@ def alert_card(alert: Alert, patient: Patient, now: datetime, tz: str,
         age_seconds=max(0, int((now - alert.created_at).total_seconds())),
         acknowledged_by=(staff_names or {}).get(by or "", by),
         is_patient_text=alert.kind == "patient_message",
+        has_name=bool(patient.name), patient_time=patient_clock(patient, now, tz),
+        call_number=call_number, call_text=dial_text(call_number) if call_number else "",
+        note_required=note_required(alert),
     )
 
 
@@ -293,6 +331,10 @@ def clinician_context(checkin: CheckIn, episode: Episode | None,
 
 # ---- timeline -----------------------------------------------------------------------------
 
+# Within one timestamp, the order things happen in: a check-in starts, its texts go back and
+# forth (by row id), it raises an alert, staff act on it, it ends.
+STARTS, TEXT, QUEUED, RAISED, ACTED, ENDS, OTHER = range(7)
+
 
 @dataclass
 class TimelineEntry:
@@ -303,56 +345,123 @@ class TimelineEntry:
     level: str | None = None
     notes: list[str] = field(default_factory=list)
     checkin_id: int | None = None
+    rank: int = OTHER
+    seq: int = 0
+
+    @property
+    def key(self) -> tuple[datetime, int, int]:
+        return self.at, self.rank, self.seq
 
 
 def timeline(*, checkins: list[CheckIn], messages: list[Message], queued: list[Outbox],
              alerts: list[Alert], followups: list[FollowUp],
              episodes: list[Episode]) -> list[TimelineEntry]:
-    """Everything that happened (and the follow-ups still to come), newest first."""
+    """Everything that happened (and the follow-ups still to come), oldest first."""
     entries: list[TimelineEntry] = []
     for m in messages:
         channel = "call" if m.channel == "voice" else "SMS"
         if m.direction == "in":
             entries.append(TimelineEntry(m.created_at, "message_in", f"Patient {channel}",
-                                         m.body, checkin_id=m.checkin_id))
+                                         m.body, checkin_id=m.checkin_id, rank=TEXT, seq=m.id))
         else:
             status = f" ({m.status})" if m.status else ""
             entries.append(TimelineEntry(m.created_at, "message_out",
                                          f"Clinic {channel}{status}", m.body,
-                                         checkin_id=m.checkin_id))
+                                         checkin_id=m.checkin_id, rank=TEXT, seq=m.id))
     for o in queued:
-        entries.append(TimelineEntry(o.not_before, "queued", f"Queued SMS ({o.kind})", o.body))
+        entries.append(TimelineEntry(o.not_before, "queued", f"Queued SMS ({o.kind})", o.body,
+                                     checkin_id=o.checkin_id, rank=QUEUED, seq=o.id))
     for c in checkins:
-        what = "Intake" if c.kind == "intake" else (
-            "Final follow-up" if c.final_check else "Follow-up")
+        what = checkin_name(c)
         via = "call" if c.channel == "voice" else "SMS"
         entries.append(TimelineEntry(c.started_at, "checkin", f"{what} check-in started ({via})",
-                                     checkin_id=c.id))
+                                     checkin_id=c.id, rank=STARTS, seq=c.id))
         if c.completed_at is not None:
-            result = c.status.replace("_", " ")
             entries.append(TimelineEntry(
-                c.completed_at, "checkin",
-                f"{what} check-in {result}: {LEVEL_LABELS.get(c.level or '', 'no level')}",
+                c.completed_at, "checkin", f"{what} check-in {checkin_outcome(c)}",
                 level=c.level, notes=[f"{rule}: {text}" for rule, text in rule_lines(c.reasons)],
-                checkin_id=c.id))
+                checkin_id=c.id, rank=ENDS, seq=c.id))
     for a in alerts:
         kind = ALERT_KIND_LABELS.get(a.kind, a.kind)
         entries.append(TimelineEntry(a.created_at, "alert",
                                      f"Alert raised: {kind} ({LEVEL_LABELS.get(a.level, a.level)})",
                                      a.summary if a.kind == "patient_message" else "",
-                                     level=a.level, checkin_id=a.checkin_id))
+                                     level=a.level, checkin_id=a.checkin_id, rank=RAISED,
+                                     seq=a.id))
         if a.acknowledged_at is not None:
-            entries.append(TimelineEntry(a.acknowledged_at, "alert", "Alert acknowledged"))
+            entries.append(TimelineEntry(a.acknowledged_at, "alert", "Alert acknowledged",
+                                         checkin_id=a.checkin_id, rank=ACTED, seq=a.id))
         if a.resolved_at is not None:
             entries.append(TimelineEntry(a.resolved_at, "alert", "Alert resolved",
-                                         a.resolution_note or ""))
+                                         a.resolution_note or "", checkin_id=a.checkin_id,
+                                         rank=ACTED, seq=a.id))
     for f in followups:
         what = "First" if f.kind == "first" else "Final"
-        entries.append(TimelineEntry(f.due_at, "followup", f"{what} follow-up due ({f.status})"))
+        entries.append(TimelineEntry(f.due_at, "followup", f"{what} follow-up due ({f.status})",
+                                     seq=f.id))
     for e in episodes:
-        entries.append(TimelineEntry(e.opened_at, "episode", f"Episode {e.id} opened"))
+        entries.append(TimelineEntry(e.opened_at, "episode", f"Episode {e.id} opened",
+                                     rank=STARTS, seq=e.id))
         if e.closed_at is not None:
             entries.append(TimelineEntry(e.closed_at, "episode",
-                                         f"Episode {e.id} {e.status} ({e.closed_reason or ''})"))
-    entries.sort(key=lambda entry: entry.at, reverse=True)
+                                         f"Episode {e.id} {e.status} ({e.closed_reason or ''})",
+                                         rank=ENDS, seq=e.id))
+    entries.sort(key=lambda entry: entry.key)
     return entries
+
+
+def checkin_name(checkin: CheckIn) -> str:
+    if checkin.kind == "intake":
+        return "Intake"
+    return "Final follow-up" if checkin.final_check else "Follow-up"
+
+
+def checkin_outcome(checkin: CheckIn) -> str:
+    """'completed: Soon', 'timed out: no level', 'in progress'."""
+    if checkin.completed_at is None:
+        return "in progress"
+    return (f"{checkin.status.replace('_', ' ')}: "
+            f"{LEVEL_LABELS.get(checkin.level or '', 'no level')}")
+
+
+@dataclass
+class TimelineGroup:
+    """One check-in and what happened in it (its texts, its alerts and what staff did), oldest
+    first; or (checkin None) everything outside a conversation: consent, follow-up dates,
+    episodes."""
+
+    checkin: CheckIn | None
+    title: str
+    outcome: str
+    level: str | None
+    started_at: datetime | None
+    entries: list[TimelineEntry]
+    open: bool = False
+
+
+def timeline_groups(entries: list[TimelineEntry], checkins: list[CheckIn]) -> list[TimelineGroup]:
+    """The timeline by check-in, the latest check-in first and open; the others collapsed."""
+    by_id = {c.id: c for c in checkins}
+    grouped: dict[int, list[TimelineEntry]] = {c.id: [] for c in checkins}
+    outside: list[TimelineEntry] = []
+    for entry in entries:
+        if entry.checkin_id in grouped:
+            grouped[entry.checkin_id].append(entry)
+        else:
+            outside.append(entry)
+    ordered = sorted(checkins, key=lambda c: (c.started_at, c.id), reverse=True)
+    groups = []
+    for checkin in ordered:
+        via = "call" if checkin.channel == "voice" else "SMS"
+        groups.append(TimelineGroup(
+            checkin=by_id[checkin.id], title=f"{checkin_name(checkin)} check-in ({via})",
+            outcome=checkin_outcome(checkin), level=checkin.level,
+            started_at=checkin.started_at, entries=grouped[checkin.id]))
+    if outside:
+        groups.append(TimelineGroup(
+            checkin=None, title="Outside a check-in",
+            outcome="consent, messages between check-ins, follow-up dates, episodes",
+            level=None, started_at=outside[0].at, entries=outside))
+    if groups:
+        groups[0].open = True
+    return groups

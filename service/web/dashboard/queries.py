@@ -9,8 +9,17 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from service.records.alerts import level_rank
-from service.store.models import Alert, AuditLog, Episode, FollowUp, Outbox, Patient, Staff
+from service.records.alerts import level_rank, resolved_alerts
+from service.store.models import (
+    Alert,
+    ApiToken,
+    AuditLog,
+    Episode,
+    FollowUp,
+    Outbox,
+    Patient,
+    Staff,
+)
 
 QUEUE_STATUSES = ("open", "acknowledged")
 
@@ -86,10 +95,45 @@ def audit_rows(session: Session, clinic_id: int, *, before_id: int | None = None
 
 
 def staff_emails(session: Session, clinic_id: int) -> dict[str, str]:
-    """'staff:<id>' and '<id>' -> email, to show who acted."""
+    """'staff:<id>' and '<id>' -> email, and 'api:<id>' -> the API token's name, to show who
+    acted."""
     names: dict[str, str] = {}
     for staff_id, email in session.execute(
             sa.select(Staff.id, Staff.email).where(Staff.clinic_id == clinic_id)):
         names[str(staff_id)] = email
         names[f"staff:{staff_id}"] = email
+    for token_id, name in session.execute(
+            sa.select(ApiToken.id, ApiToken.name).where(ApiToken.clinic_id == clinic_id)):
+        names[f"api:{token_id}"] = f"API token “{name}”"
     return names
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    alert: Alert
+    patient: Patient
+
+
+def alert_history(session: Session, clinic_id: int, *, level: str | None, since: datetime | None,
+                  until: datetime | None, patient_id: int | None, query: str = "",
+                  before: tuple[datetime, int] | None = None,
+                  limit: int = 100) -> tuple[list[HistoryRow], tuple[datetime, int] | None]:
+    """Resolved alerts, most recently resolved first, and the `before` of the next page (None
+    on the last); `query` finds the patient as the patient list does (a part of the name or of
+    the number's digits). Erased patients' alerts are left out."""
+    ids: list[int] | None = None
+    if patient_id is not None:
+        ids = [patient_id]
+    if " ".join((query or "").split()):
+        found = [row.patient.id for row in patient_rows(session, clinic_id, query, limit=500)]
+        ids = [i for i in ids if i in found] if ids is not None else found
+    rows = resolved_alerts(session, clinic_id, level=level, since=since, until=until,
+                           patient_ids=ids, before=before, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    patients = {p.id: p for p in session.scalars(
+        sa.select(Patient).where(Patient.id.in_({a.patient_id for a in rows}),
+                                 Patient.erased_at.is_(None)))} if rows else {}
+    next_before = (rows[-1].resolved_at, rows[-1].id) if more else None
+    return ([HistoryRow(a, patients[a.patient_id]) for a in rows if a.patient_id in patients],
+            next_before)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -35,7 +36,14 @@ from service.store.models import CheckIn, Clinic, Patient
 from service.store.queries import active_checkin
 from service.web.dashboard import presenters, queries
 from service.web.dashboard.auth import StaffUser, admin_required, safe_next
-from service.web.dashboard.forms import LANGUAGES, parse_date_range, parse_enroll, timezones
+from service.web.dashboard.forms import (
+    HISTORY_LEVELS,
+    LANGUAGES,
+    parse_date_range,
+    parse_enroll,
+    parse_history,
+    timezones,
+)
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -171,6 +179,13 @@ def _queue_cards(session):
             for alert, patient in queries.alert_queue(session, staff.clinic_id)]
 
 
+def _record_queue_reads(session, cards) -> None:
+    _record_reads(session, "alert_queue_viewed", (card.patient_id for card in cards))
+    # An urgent or emergency card shows the number to call in full, as the patient page does.
+    _record_reads(session, "patient_phone_shown",
+                  (card.patient_id for card in cards if card.shows_number))
+
+
 def _signature(cards) -> str:
     raw = json.dumps([(card.id, card.status) for card in cards])
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -181,7 +196,7 @@ def _signature(cards) -> str:
 def queue():
     with get_db().transaction() as session:
         cards = _queue_cards(session)
-        _record_reads(session, "alert_queue_viewed", (card.patient_id for card in cards))
+        _record_queue_reads(session, cards)
         return render_template("dashboard/queue.html", cards=cards, signature=_signature(cards),
                                poll_ms=int(current_app.config.get("DASHBOARD_POLL_SECONDS", 5)
                                            * 1000))
@@ -200,12 +215,40 @@ def queue_json():
             "emergency": sum(1 for card in cards if card.level == "emergency"),
             "alerts": [{"id": c.id, "level": c.level, "status": c.status,
                         "patient_id": c.patient_id, "age_seconds": c.age_seconds,
-                        "raised_ago": c.raised_ago} for c in cards],
+                        "raised_ago": c.raised_ago, "patient_time": c.patient_time}
+                       for c in cards],
         }
         if request.args.get("since") != signature:
             body["html"] = render_template("dashboard/_queue_items.html", cards=cards)
-            _record_reads(session, "alert_queue_viewed", (card.patient_id for card in cards))
+            _record_queue_reads(session, cards)
     return jsonify(body)
+
+
+@bp.get("/alerts/history")
+@login_required
+def alert_history():
+    """Resolved alerts: who acknowledged and resolved them, when, and the note."""
+    staff = _staff()
+    filters, errors = parse_history(request.args)
+    zone = ZoneInfo(staff.clinic_timezone)
+    since = datetime.combine(filters.start, time(), zone) if filters.start else None
+    until = datetime.combine(filters.end + timedelta(days=1), time(), zone) \
+        if filters.end else None
+    with get_db().transaction() as session:
+        rows, next_before = queries.alert_history(
+            session, staff.clinic_id, level=filters.level, since=since, until=until,
+            patient_id=filters.patient_id, query=filters.q, before=filters.before,
+            limit=int(current_app.config.get("DASHBOARD_HISTORY_PAGE", 100)))
+        _record_reads(session, "alert_history_viewed", (row.patient.id for row in rows))
+        names = queries.staff_emails(session, staff.clinic_id)
+        next_url = url_for("dashboard.alert_history", **filters.args(),
+                           before_at=next_before[0].isoformat(),
+                           before_id=next_before[1]) if next_before else None
+        return render_template(
+            "dashboard/history.html", rows=rows, filters=filters, errors=errors,
+            names=names, next_url=next_url, levels=HISTORY_LEVELS, tz=staff.clinic_timezone,
+            kinds=presenters.ALERT_KIND_LABELS,
+            time=presenters.local_time, label=presenters.patient_label), 400 if errors else 200
 
 
 def _alert_or_404(session, alert_id: int):
@@ -317,10 +360,14 @@ def patient(patient_id: int):
         pending = patient_records.pending_followups(session, record.id)
         _record(session, "patient_viewed", patient_id=record.id)
         return render_template(
-            "dashboard/patient.html", patient=record, entries=entries, chart=chart,
+            "dashboard/patient.html", patient=record, chart=chart,
             contexts=contexts, episode=episode, latest_pain=latest_pain, cards=open_cards,
+            groups=presenters.timeline_groups(entries, history.checkins),
             pending=pending, tz=staff.clinic_timezone, time=presenters.local_time,
-            active=active_checkin(session, record.id))
+            active=active_checkin(session, record.id), label=presenters.patient_label(record),
+            zone=presenters.patient_zone(record, staff.clinic_timezone),
+            local_now=presenters.local_time(now, presenters.patient_zone(
+                record, staff.clinic_timezone)))
 
 
 def _contexts(checkin_rows, patient_alerts, episodes, latest_pain):

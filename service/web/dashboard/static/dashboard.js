@@ -13,6 +13,24 @@
     return false;
   }
 
+  // A keyboard user working the queue keeps their place when it refreshes: the same control
+  // of the same alert gets the focus back (or the queue itself, when that alert is gone).
+  function focusKey(container) {
+    var active = document.activeElement;
+    if (!active || active === container || !container.contains(active)) return null;
+    var card = active.closest("[data-alert-id]");
+    var control = active.getAttribute("data-control");
+    return card && control ? { id: card.getAttribute("data-alert-id"), control: control } : {};
+  }
+
+  function refocus(container, key) {
+    if (!key) return;
+    var el = key.id && container.querySelector(
+      '[data-alert-id="' + key.id + '"] [data-control="' + key.control + '"]');
+    if (!el) { container.setAttribute("tabindex", "-1"); el = container; }
+    el.focus();
+  }
+
   function startQueue(container) {
     var url = container.getAttribute("data-poll-url");
     var every = parseInt(container.getAttribute("data-poll-ms"), 10) || 5000;
@@ -31,6 +49,8 @@
       data.alerts.forEach(function (alert) {
         var age = container.querySelector('[data-age-for="' + alert.id + '"]');
         if (age) age.textContent = alert.raised_ago;
+        var clock = container.querySelector('[data-time-for="' + alert.id + '"]');
+        if (clock) clock.textContent = alert.patient_time;
       });
       document.title = (data.emergency ? "(" + data.emergency + " EMERGENCY) " :
         (data.count ? "(" + data.count + ") " : "")) + baseTitle;
@@ -41,8 +61,10 @@
         return;
       }
       var before = known();
+      var focused = focusKey(container);
       container.innerHTML = data.html;  // server-rendered and escaped by the template engine
       container.setAttribute("data-signature", data.signature);
+      refocus(container, focused);
       notice.hidden = true;
       var fresh = 0;
       container.querySelectorAll("[data-alert-id]").forEach(function (el) {
