@@ -60,9 +60,14 @@ def _client(config: Mapping[str, Any]):
             from celery import Celery
 
             client = Celery("triage-client", set_as_current=False)
-            client.conf.update(settings, broker_connection_timeout=2,
+            client.conf.update(settings, broker_connection_timeout=1,
                                broker_connection_retry_on_startup=False,
                                task_ignore_result=True)
+            if "socket_connect_timeout" in settings["broker_transport_options"]:
+                # On the request path (a webhook): a Redis that hangs costs at most this.
+                client.conf.broker_transport_options = {
+                    **settings["broker_transport_options"], "socket_connect_timeout": 1,
+                    "socket_timeout": 1}
             _clients[key] = client
     return client
 
