@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 # Every route: a larger body is refused with 413 before it is read.
 MAX_REQUEST_BYTES = 256 * 1024
@@ -22,6 +23,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config.from_mapping(config)
+    if config["TRUSTED_PROXIES"]:
+        # Behind N proxies the client's address is the Nth X-Forwarded-For entry from the
+        # right (what the per-address sign-in limit counts); never trusted without them.
+        n = config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     if app.config.get("MAX_CONTENT_LENGTH") is None:  # Flask's default: no limit
         # A Twilio webhook is a few kilobytes and nothing here takes uploads.
         app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES

@@ -286,6 +286,21 @@ def staff_create(clinic_id: int, email: str, role: str, password: str) -> None:
     click.echo(created.id)
 
 
+@staff.command("sign-out")
+@click.option("--email", required=True, help="The staff member's login email.")
+def staff_sign_out(email: str) -> None:
+    """End every dashboard session of one staff member (a lost laptop, someone who left)."""
+    from service import clock
+    from service.accounts.staff import end_all_sessions, staff_by_email
+
+    with get_db().transaction() as session:
+        found = staff_by_email(session, email)
+        if found is None:
+            raise click.ClickException(f"no staff account {email}")
+        ended = end_all_sessions(session, found.id, clock.now(), actor_id="cli")
+    click.echo(f"{ended} session(s) of {found.email} ended")
+
+
 @main.group()
 def demo() -> None:
     """A demo clinic for a first try (development only)."""

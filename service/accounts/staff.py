@@ -1,4 +1,5 @@
-"""Staff accounts of the dashboard: argon2 password hashes, roles, and login throttling.
+"""Staff accounts of the dashboard: argon2 password hashes, roles, login throttling, and the
+server-side sign-in sessions (staff_sessions) that logout and password changes end.
 
 Two limits slow down password guessing: an account is locked for a while after a run of
 failed logins (`staff.failed_logins`, `staff.locked_until`), and an address that keeps failing
@@ -8,7 +9,9 @@ so that every web process agrees.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,7 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy.orm import Session
 
 from service.records import audit
-from service.store.models import STAFF_ROLES, Clinic, LoginAttempt, Staff
+from service.store.models import STAFF_ROLES, Clinic, LoginAttempt, Staff, StaffSession
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,11 @@ ADDRESS_WINDOW = timedelta(minutes=15)
 ADDRESS_MAX_FAILURES = 20  # failed logins from one address within ADDRESS_WINDOW
 ATTEMPTS_KEPT = timedelta(days=1)
 MIN_PASSWORD_LENGTH = 10
+# Sign-in sessions: also over after this long however busy (a shift), and last_seen_at is
+# written at most this often (not on every request).
+SESSION_MAX_AGE = timedelta(hours=12)
+SESSION_TOUCH_EVERY = timedelta(seconds=30)
+SESSIONS_KEPT = timedelta(days=7)
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so that both cases take the same time.
@@ -86,10 +94,11 @@ def create_staff(session: Session, *, clinic_id: int, email: str, password: str,
 
 
 def set_password(session: Session, staff: Staff, password: str, now: datetime) -> None:
-    """A new password; also lifts a lock (sessions of the old password end: see session_key)."""
+    """A new password; also lifts a lock and ends every session of the account."""
     check_password_rules(password)
     staff.password_hash = hash_password(password)
     staff.failed_logins, staff.locked_until = 0, None
+    end_all_sessions(session, staff.id, now)
     audit.record(session, clinic_id=staff.clinic_id, action="staff_password_set",
                  actor_type="system", detail={"staff_id": staff.id}, now=now)
 
@@ -104,20 +113,62 @@ def staff_by_email(session: Session, email: str) -> Staff | None:
     ).scalar_one_or_none()
 
 
-def session_key(staff: Staff) -> str:
-    """What a login session remembers: the id, and a piece of the hash so that changing the
-    password ends the sessions opened with the old one."""
-    return f"{staff.id}:{staff.password_hash[-16:]}"
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
-def staff_for_session_key(session: Session, key: str) -> Staff | None:
-    staff_id, _, tail = (key or "").partition(":")
-    if not staff_id.isdigit():
+def open_session(session: Session, staff: Staff, now: datetime) -> str:
+    """A new sign-in session; returns its token (only its hash is stored), which the
+    browser's session cookie carries. Old ended or expired sessions of the account go."""
+    session.execute(sa.delete(StaffSession).where(
+        StaffSession.staff_id == staff.id, sa.or_(
+            StaffSession.ended_at < now - SESSIONS_KEPT,
+            StaffSession.last_seen_at < now - SESSIONS_KEPT)))
+    token = secrets.token_urlsafe(32)
+    session.add(StaffSession(staff_id=staff.id, token_hash=_token_hash(token), created_at=now,
+                             last_seen_at=now))
+    return token
+
+
+def staff_for_session(session: Session, token: str, now: datetime, *, idle: timedelta,
+                      active: bool = True) -> Staff | None:
+    """The staff member of a live session, or None: unknown token, ended (logout, password
+    change, sign out everywhere), idle longer than `idle`, or older than SESSION_MAX_AGE (an
+    expired one is ended here). `active` False (a background poll) does not count as use."""
+    if not token:
         return None
-    staff = session.get(Staff, int(staff_id))
-    if staff is None or staff.password_hash[-16:] != tail:
+    row = session.execute(sa.select(StaffSession).where(
+        StaffSession.token_hash == _token_hash(token), StaffSession.ended_at.is_(None))
+    ).scalar_one_or_none()
+    if row is None:
         return None
-    return staff
+    if row.last_seen_at <= now - idle or row.created_at <= now - SESSION_MAX_AGE:
+        row.ended_at = now
+        return None
+    if active and now - row.last_seen_at >= SESSION_TOUCH_EVERY:
+        row.last_seen_at = now
+    return session.get(Staff, row.staff_id)
+
+
+def end_session(session: Session, token: str, now: datetime) -> None:
+    """Logout: this session is over, on every copy of its cookie."""
+    session.execute(sa.update(StaffSession).where(
+        StaffSession.token_hash == _token_hash(token or ""), StaffSession.ended_at.is_(None)
+    ).values(ended_at=now))
+
+
+def end_all_sessions(session: Session, staff_id: int, now: datetime, *,
+                     actor_id: str | None = None) -> int:
+    """Every open session of the account ends ("sign out everywhere"); how many were open."""
+    ended = session.execute(sa.update(StaffSession).where(
+        StaffSession.staff_id == staff_id, StaffSession.ended_at.is_(None)
+    ).values(ended_at=now)).rowcount
+    staff = session.get(Staff, staff_id)
+    if staff is not None and actor_id is not None:
+        audit.record(session, clinic_id=staff.clinic_id, action="staff_signed_out_everywhere",
+                     actor_type="staff" if actor_id.isdigit() else "system", actor_id=actor_id,
+                     detail={"staff_id": staff_id, "sessions": ended}, now=now)
+    return ended
 
 
 def authenticate(session: Session, *, email: str, password: str, address: str,
@@ -138,6 +189,7 @@ def authenticate(session: Session, *, email: str, password: str, address: str,
         _attempt(session, address, email, now, succeeded=False)
         return LoginResult("bad_credentials")
     if staff.locked_until is not None and staff.locked_until > now:
+        _verify(_DUMMY_HASH, password)  # as long as for an unknown email
         _attempt(session, address, email, now, succeeded=False)
         return LoginResult("locked")
     if not _verify(staff.password_hash, password):

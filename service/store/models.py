@@ -533,3 +533,20 @@ class LoginAttempt(Base):
     ip: Mapped[str] = mapped_column(sa.String(64))
     email: Mapped[str | None] = mapped_column(sa.String(255))
     succeeded: Mapped[bool] = mapped_column(default=False)
+
+
+class StaffSession(Base):
+    """One dashboard sign-in, held on the server so that it can be ended everywhere: the
+    browser's cookie carries only a random token whose hash is stored here. Logout ends this
+    row; a password change or "sign out everywhere" ends all rows of the staff member; a row
+    not seen for STAFF_IDLE_MINUTES is over."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int] = mapped_column(sa.ForeignKey("staff.id", ondelete="CASCADE"),
+                                          index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]

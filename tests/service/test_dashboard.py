@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import re
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import jsonschema
 import pytest
+import redis
 import sqlalchemy as sa
 
 from service.accounts.staff import ADDRESS_MAX_FAILURES, MAX_FAILED_LOGINS, authenticate
@@ -36,6 +40,8 @@ from tests.service.sms_helpers import SMS_CONFIG, Phone, intake_answers, rows
 CLINIC_A_NUMBER = "+16175550110"
 CLINIC_B_NUMBER = "+16175550120"
 PATIENT = "+16175550142"
+# The broker the enrolment's wake-up lands on (no worker listens: the test reads the queue).
+WAKE_REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('TEST_SPOOL_REDIS_DB', '14'))}"
 XSS = "<script>window.__pwned = 1</script>"
 
 
@@ -143,7 +149,8 @@ def test_sign_in_never_redirects_to_another_site(client, staff_a):
 def test_a_wrong_email_or_password_is_refused_with_one_message(client, staff_a, email, password):
     response = StaffClient(client).login(email, password)
     assert response.status_code == 401
-    assert "The email or password is wrong." in response.get_data(as_text=True)
+    assert "The email or password is wrong, or the account is locked" \
+        in response.get_data(as_text=True)
 
 
 def test_the_email_is_matched_whatever_its_case(client, staff_a):
@@ -168,13 +175,14 @@ def test_an_account_locks_after_repeated_failures_then_opens_again(db, clinic_a,
     assert "staff_locked" in audit_actions(db)
 
 
-def test_a_locked_account_gets_429_in_the_browser(client, staff_a):
+def test_a_locked_account_is_refused_in_the_browser_as_a_wrong_password_is(client, staff_a):
+    """Not a 429 "for this account": that told anyone which emails have accounts."""
     staff = StaffClient(client)
     for _ in range(MAX_FAILED_LOGINS):
         staff.login(staff_a, "wrong-password-1")
     response = staff.login(staff_a)
-    assert response.status_code == 429
-    assert "Too many failed sign-ins for this account" in response.get_data(as_text=True)
+    assert response.status_code == 401
+    assert "or the account is locked" in response.get_data(as_text=True)
 
 
 def test_one_address_that_keeps_failing_is_refused_for_every_account(client, staff_a):
@@ -498,6 +506,27 @@ def test_enroll_normalizes_the_phone_and_queues_the_consent_text(web, db):
     (consent,) = rows(db, Outbox)
     assert consent.kind == "consent"
     assert "patient_enrolled" in audit_actions(db)
+
+
+def test_enrolling_wakes_the_worker_so_the_consent_text_goes_at_once(make_app, db, clinic_a,
+                                                                   staff_a):
+    prefix = f"test-enroll-{uuid.uuid4().hex}:"
+    app = make_app(**SMS_CONFIG, REDIS_URL=WAKE_REDIS_URL, REDIS_KEY_PREFIX=prefix)
+    web = StaffClient(app.test_client())
+    web.login(staff_a)
+    broker = redis.Redis.from_url(WAKE_REDIS_URL)
+    try:
+        response = web.post("/dashboard/patients/new", {"phone": "+16175550177",
+                                                        "language": "en", "consent": "yes"})
+        assert response.status_code == 302
+        queued = [json.loads(raw)["headers"]["task"]
+                  for raw in broker.lrange(f"{prefix}celery", 0, -1)]
+        assert queued == ["tasks.send_now"]
+        (consent,) = rows(db, Outbox)
+        assert consent.kind == "consent" and consent.status == "pending"
+    finally:
+        broker.delete(*broker.keys(f"{prefix}*"))
+        broker.close()
 
 
 @pytest.mark.parametrize("form, field_error", [

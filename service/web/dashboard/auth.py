@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, jsonify, redirect, request, url_for
+from flask import Flask, abort, current_app, jsonify, redirect, request, url_for
 from flask_login import LoginManager, current_user
 
+from service import clock
 from service.accounts import staff as staff_accounts
 from service.store import get_db
 from service.store.models import Clinic, Staff
@@ -18,7 +20,7 @@ from service.store.models import Clinic, Staff
 class StaffUser:
     """The signed-in staff member, detached from any database session."""
 
-    key: str  # staff.session_key(): what the login session remembers
+    key: str  # the token of its server-side session (staff.open_session)
     id: int
     email: str
     role: str
@@ -42,10 +44,15 @@ class StaffUser:
         return str(self.id)
 
     @classmethod
-    def of(cls, staff: Staff, clinic: Clinic) -> StaffUser:
-        return cls(key=staff_accounts.session_key(staff), id=staff.id, email=staff.email,
+    def of(cls, staff: Staff, clinic: Clinic, key: str) -> StaffUser:
+        return cls(key=key, id=staff.id, email=staff.email,
                    role=staff.role, clinic_id=clinic.id, clinic_name=clinic.name,
                    clinic_timezone=clinic.timezone)
+
+
+# Requests the page makes by itself (the queue's poll): they do not keep a session alive, so a
+# queue left open on an unattended screen still signs out after STAFF_IDLE_MINUTES.
+BACKGROUND_ENDPOINTS = frozenset({"dashboard.queue_json"})
 
 
 def init_login(app: Flask) -> LoginManager:
@@ -56,11 +63,15 @@ def init_login(app: Flask) -> LoginManager:
 
     @manager.user_loader
     def load_user(key: str) -> StaffUser | None:
+        # Every request asks the server: a copied cookie of an ended session opens nothing.
+        idle = timedelta(minutes=current_app.config.get("STAFF_IDLE_MINUTES") or 30)
         with get_db().transaction() as session:
-            staff = staff_accounts.staff_for_session_key(session, key)
+            staff = staff_accounts.staff_for_session(
+                session, key, clock.now(), idle=idle,
+                active=request.endpoint not in BACKGROUND_ENDPOINTS)
             if staff is None:
                 return None
-            return StaffUser.of(staff, session.get(Clinic, staff.clinic_id))
+            return StaffUser.of(staff, session.get(Clinic, staff.clinic_id), key)
 
     @manager.unauthorized_handler
     def unauthorized():

@@ -25,7 +25,7 @@ from flask import (
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf.csrf import CSRFError
 
-from service import clock
+from service import clock, taskqueue
 from service.accounts import staff as staff_accounts
 from service.conversations import checkins, consent
 from service.logs import mask_phone
@@ -52,9 +52,14 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
+# An unknown email and a locked account get the same answer (status and words), so that the
+# form tells nobody which emails have accounts; only the per-address limit, which says nothing
+# about any account, has its own.
+_NOT_SIGNED_IN = ("The email or password is wrong, or the account is locked for 15 minutes "
+                  "after too many failed sign-ins.", 401)
 LOGIN_MESSAGES = {
-    "bad_credentials": ("The email or password is wrong.", 401),
-    "locked": ("Too many failed sign-ins for this account. Try again in 15 minutes.", 429),
+    "bad_credentials": _NOT_SIGNED_IN,
+    "locked": _NOT_SIGNED_IN,
     "address_limited": ("Too many failed sign-ins from this address. Try again later.", 429),
 }
 
@@ -145,14 +150,18 @@ def login():
     if request.method == "POST":
         email = request.form.get("email", "")
         user = None
+        now = clock.now()
         with get_db().transaction() as session:
+            # remote_addr is the client's: ProxyFix (TRUSTED_PROXIES) reads X-Forwarded-For.
             result = staff_accounts.authenticate(
                 session, email=email, password=request.form.get("password", ""),
-                address=request.remote_addr or "", now=clock.now())
+                address=request.remote_addr or "", now=now)
             if result.ok:
-                user = StaffUser.of(result.staff, session.get(Clinic, result.staff.clinic_id))
+                token = staff_accounts.open_session(session, result.staff, now)
+                user = StaffUser.of(result.staff, session.get(Clinic, result.staff.clinic_id),
+                                    token)
         if user is not None:
-            web_session.clear()  # a new session on sign-in: no fixation
+            web_session.clear()  # a new session (and cookie) on sign-in: no fixation
             login_user(user)
             return redirect(safe_next(request.args.get("next")))
         error, status = LOGIN_MESSAGES[result.outcome]
@@ -162,9 +171,24 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    with get_db().transaction() as session:
+        staff_accounts.end_session(session, _staff().key, clock.now())
     logout_user()
     web_session.clear()
     flash("You are signed out.")
+    return redirect(url_for("dashboard.login"))
+
+
+@bp.post("/logout/everywhere")
+@login_required
+def logout_everywhere():
+    """Ends every session of this account: other browsers, a forgotten shared computer."""
+    with get_db().transaction() as session:
+        staff_accounts.end_all_sessions(session, _staff().id, clock.now(),
+                                        actor_id=_staff().actor_id)
+    logout_user()
+    web_session.clear()
+    flash("You are signed out on every device.")
     return redirect(url_for("dashboard.login"))
 
 
@@ -327,11 +351,29 @@ def enroll():
                     _record(session, "patient_enrolled", patient_id=patient.id,
                             verbal_consent=True)
                     patient_id = patient.id
+                    held = [o.not_before for o in queries.queued_messages(session, patient)
+                            if o.not_before > now]
+                    zone = presenters.patient_zone(patient, _staff().clinic_timezone)
+                    held_until = f"{presenters.local_time(held[0], zone)} {zone}" \
+                        if held else None
             if not errors:
-                flash("Patient enrolled. The first text (asking them to reply YES) is queued.")
+                if held_until:
+                    flash("Patient enrolled. The first text (asking them to reply YES) waits "
+                          f"for the end of quiet hours: {held_until}.")
+                else:
+                    flash("Patient enrolled. The first text (asking them to reply YES) is "
+                          "going out now.")
+                _send_now()
                 return redirect(url_for("dashboard.patient", patient_id=patient_id))
     return render_template("dashboard/enroll.html", form=form, errors=errors,
                            languages=LANGUAGES, timezones=timezones()), 400 if errors else 200
+
+
+def _send_now() -> None:
+    """Wakes a worker to send what is due now (as the SMS webhook does) instead of leaving it
+    to the next beat; the outbox keeps what quiet hours hold."""
+    if current_app.config.get("REDIS_URL"):
+        taskqueue.send_task("tasks.send_now", config=current_app.config)
 
 
 @bp.get("/patients/<int:patient_id>")
