@@ -2,13 +2,17 @@
 a real HTTP server (werkzeug, in a thread) on a real PostgreSQL database, fed by real SMS
 conversations through the signed /twilio/sms webhook.
 
-Screenshots of the alert queue and of a patient page go to artifacts/screenshots/.
+axe-core (from npm, tests/e2e/package.json) checks every page state for WCAG 2.1 A and AA; a
+serious or critical violation fails the test. Screenshots go to artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import shutil
+import subprocess
 import threading
 import urllib.parse
 import urllib.request
@@ -38,6 +42,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+E2E = Path(__file__).resolve().parent
+AXE_JS = E2E / "node_modules" / "axe-core" / "axe.min.js"
+WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -101,6 +108,42 @@ def live(postgres_server, tmp_path_factory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
+def axe_script() -> Path:
+    """axe-core, installed from the npm registry by its lock file when it is not there yet."""
+    if not AXE_JS.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is missing (apt-get install -y npm): axe-core comes from npm",
+                        pytrace=False)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefix", str(E2E)],
+                       check=True, timeout=300)
+    return AXE_JS
+
+
+def assert_accessible(page, state: str) -> None:
+    """axe-core on the page as it is now: no serious or critical WCAG 2.1 A/AA violation."""
+    found = page.evaluate("""async (tags) => {
+        const result = await axe.run(document, {runOnly: {type: "tag", values: tags},
+                                                resultTypes: ["violations"]});
+        return result.violations
+          .filter((v) => v.impact === "serious" || v.impact === "critical")
+          .map((v) => ({id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.slice(0, 5).map(
+                          (n) => n.target.join(" ") + " :: " + (n.failureSummary || ""))}));
+    }""", WCAG_AA)
+    assert found == [], f"axe on {state}:\n{json.dumps(found, indent=1)}"
+
+
+def tab_to(page, target, *, limit: int = 120) -> None:
+    """Presses Tab until `target` has the focus, as a keyboard user gets there."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if target.evaluate("(el) => el === document.activeElement"):
+            return
+    raise AssertionError(f"{target} is not reachable with Tab")
+
+
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
@@ -112,14 +155,29 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, live):
+def new_context(browser, live, axe_script):
     context = browser.new_context(base_url=live.url, accept_downloads=True,
                                   viewport={"width": 1280, "height": 900})
+    # An init script runs outside the page's Content-Security-Policy, which allows no inline
+    # script: axe is there on every page without loosening the policy under test.
+    context.add_init_script(path=str(axe_script))
+    return context
+
+
+@pytest.fixture
+def page(browser, live, axe_script):
+    context = new_context(browser, live, axe_script)
     page = context.new_page()
     page.set_default_timeout(10_000)
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    # Nothing the pages load fails (the favicon included), except what the test does on
+    # purpose: visit another clinic's patient (404), send the enrolment form with mistakes (400).
+    expected = {(404, f"/dashboard/patients/{live.app.config['CLINIC_B_PATIENT']}"),
+                (400, "/dashboard/patients/new")}
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400
+            and (r.status, urllib.parse.urlsplit(r.url).path) not in expected else None)
     page.goto("/dashboard/login")
     page.get_by_label("Email").fill("admin@a.example.org")
     page.get_by_label("Password").fill(PASSWORD)
@@ -127,13 +185,15 @@ def page(browser, live):
     page.wait_for_url("**/dashboard/")
     yield page
     context.close()
-    # A CSP violation or a script error shows up in the console.
-    assert [e for e in errors if "404" not in e] == []
+    # A CSP violation or a script error shows up in the console (failed loads are above).
+    assert [e for e in errors if not e.startswith("Failed to load resource")] == []
+    assert failed == []
 
 
-def test_alerts_from_sms_are_handled_and_patients_followed(page, live):
+def test_a_nurses_shift_by_keyboard_and_mouse(page, live):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert page.locator("#alert-queue").inner_text().strip() == "No open alerts."
+    assert_accessible(page, "the empty queue")
 
     # Two real conversations while the queue page stays open: an urgent intake (weight loss),
     # and an emergency (chest pain) after an unclear reply that carries a script tag.
@@ -153,29 +213,65 @@ def test_alerts_from_sms_are_handled_and_patients_followed(page, live):
     assert "CHEST" in emergency.inner_text() and "Not answered" in emergency.inner_text()
     assert "SYSTEMIC" in page.locator("li.alert.level-urgent").inner_text()
     assert page.evaluate("window.__pwned") is None
+    # The number to call is on the card, in full, with the patient's local time and zone.
+    call = emergency.get_by_role("link", name="Call +1 617 555 0143")
+    assert call.get_attribute("href") == f"tel:{emergency_phone}"
+    assert "America/New_York" in emergency.locator(".local-time").inner_text()
+    assert page.locator("li.alert.level-urgent a[href^='tel:']").get_attribute("href") == \
+        f"tel:{urgent_phone}"
     page.screenshot(path=str(SCREENSHOTS / "alert_queue.png"), full_page=True)
+    assert_accessible(page, "the queue with an emergency and an urgent alert")
 
-    # Acknowledge, then resolve with a note.
-    emergency.get_by_role("button", name="Acknowledge").click()
-    page.wait_for_url("**/dashboard/")
+    # Work the queue by keyboard: Tab to Acknowledge, Enter; Tab to the note, type, Enter.
+    tab_to(page, emergency.get_by_role("button", name="Acknowledge"))
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     emergency = page.locator("li.alert.level-emergency")
     assert "acknowledged by admin@a.example.org" in emergency.inner_text()
-    emergency.get_by_label("Note").fill("Called the patient: on the way to the ER.")
-    emergency.get_by_role("button", name="Resolve").click()
-    page.wait_for_url("**/dashboard/")
+    tab_to(page, emergency.get_by_label("Note"))
+    page.keyboard.type("Called the patient: on the way to the ER.")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert page.locator("li.alert.level-emergency").count() == 0
     assert page.locator("li.alert.level-urgent").count() == 1
 
-    # The emergency patient's page shows the script text as text.
+    # "ok thanks" from the emergency patient: an info alert, resolved in one click, no note.
+    live.text(emergency_phone, CLINIC_A, "ok thanks")
+    info = page.locator("li.alert.level-info")
+    info.wait_for()
+    assert "ok thanks" in info.inner_text()
+    with page.expect_navigation():
+        info.get_by_role("button", name="Resolve").click()
+    assert page.locator("li.alert.level-info").count() == 0
+    assert page.get_by_text("resolved.").first.is_visible()
+
+    # The history: what was resolved, by whom, when, and the note.
+    page.get_by_role("link", name="History").click()
+    history = page.locator("table.history tbody tr")
+    assert history.count() == 2
+    assert "INFO" in history.nth(0).inner_text() and "(no note)" in history.nth(0).inner_text()
+    assert "Called the patient: on the way to the ER." in history.nth(1).inner_text()
+    assert "admin@a.example.org" in history.nth(1).inner_text()
+    page.get_by_label("Level").select_option("emergency")
+    page.get_by_role("button", name="Show").click()
+    assert page.locator("table.history tbody tr").count() == 1
+    page.screenshot(path=str(SCREENSHOTS / "alert_history.png"), full_page=True)
+    assert_accessible(page, "the alert history")
+
+    # The emergency patient's page (named by the masked number: they texted in) shows the
+    # script text as text.
     page.goto("/dashboard/patients?q=0143")
-    page.get_by_role("link", name="(no name)").click()
+    page.get_by_role("link", name="+1******0143").first.click()
+    # "ok thanks" started a follow-up: the intake is the second group, collapsed; open it.
+    page.locator("details.checkin-group", has_text="Intake check-in (SMS)").locator(
+        "summary").click()
     page.get_by_text(XSS).first.wait_for()
     assert page.evaluate("window.__pwned") is None
 
     # The urgent patient: start a follow-up from the dashboard, answer it by SMS, and see two
-    # points on the pain chart.
+    # points on the pain chart and a timeline of two check-ins, the latest open.
     page.goto("/dashboard/patients?q=0142")
-    page.get_by_role("link", name="(no name)").click()
+    page.get_by_role("link", name="+1******0142").first.click()
     patient_url = page.url
     page.get_by_role("button", name="Start a check-in now").click()
     page.get_by_text("Follow-up check started").wait_for()
@@ -187,14 +283,37 @@ def test_alerts_from_sms_are_handled_and_patients_followed(page, live):
     assert "baseline 7" in chart.text_content()
     context = page.locator("section.clinician-context").first
     assert "MRI, preferred when a tumour" in context.inner_text()
+    assert "America/New_York" in page.locator("dl.facts").inner_text()
+    groups = page.locator("details.checkin-group")
+    assert groups.count() == 3  # the follow-up, the intake, and what was outside both
+    assert groups.nth(0).get_attribute("open") is not None
+    assert groups.nth(1).get_attribute("open") is None
+    assert "Follow-up check-in" in groups.nth(0).locator("summary").inner_text()
+    assert "URGENT" in groups.nth(1).locator("summary").inner_text()  # the badge
+    assert not groups.nth(1).locator("ol.timeline").is_visible()  # collapsed until opened
+    print("patient page height, the latest check-in open:",
+          page.evaluate("document.documentElement.scrollHeight"))
+    groups.nth(1).locator("summary").click()
+    assert groups.nth(1).get_by_text("Intake check-in completed: Urgent").is_visible()
     page.set_viewport_size({"width": 1280, "height": 1500})  # the record down to the context
     page.screenshot(path=str(SCREENSHOTS / "patient_page.png"))
     page.set_viewport_size({"width": 1280, "height": 900})
+    assert_accessible(page, "a patient page with two check-ins")
 
-    # Enroll a patient.
+    # Enroll a patient: first with mistakes, then right.
     page.get_by_role("link", name="Enroll", exact=True).click()
     page.get_by_label("Mobile phone").fill("(617) 555-0177")
     page.get_by_label("Name").fill("Ana Rivera")
+    page.get_by_label("Date of birth").fill("04/02/1961")
+    page.get_by_role("button", name="Enroll").click()
+    assert page.get_by_text("use the form YYYY-MM-DD").is_visible()
+    assert page.get_by_text("the patient must agree to receive texts").is_visible()
+    assert page.get_by_label("Date of birth").get_attribute("aria-invalid") == "true"
+    consent_box = page.get_by_label("The patient agreed").bounding_box()
+    consent_words = page.get_by_text("The patient agreed").bounding_box()
+    assert abs(consent_box["y"] - consent_words["y"]) < 20  # the box sits by its words
+    page.screenshot(path=str(SCREENSHOTS / "enroll_errors.png"), full_page=True)
+    assert_accessible(page, "the enrolment form with errors")
     page.get_by_label("Date of birth").fill("1961-04-02")
     page.get_by_label("Language").select_option("es")
     page.get_by_label("The patient agreed").check()
@@ -202,9 +321,13 @@ def test_alerts_from_sms_are_handled_and_patients_followed(page, live):
     page.get_by_role("heading", name="Ana Rivera").wait_for()
     assert "+16175550177" in page.locator("dl.facts").inner_text()
     assert "waiting for YES" in page.locator("dl.facts").inner_text()
+    # The consent text is there at once (queued for the worker; no follow-up buttons yet).
+    assert page.get_by_text("Queued SMS (consent)").first.is_visible()
+    assert page.get_by_role("button", name="Pause follow-ups").count() == 0
 
     # Export the episodes of the last 30 days as CSV.
     page.get_by_role("link", name="Exports").click()
+    assert_accessible(page, "the exports page")
     with page.expect_download() as download:
         page.get_by_role("button", name="Download CSV").click()
     text = Path(download.value.path()).read_text()
@@ -216,6 +339,33 @@ def test_alerts_from_sms_are_handled_and_patients_followed(page, live):
     assert response.status == 404
     assert page.get_by_role("heading", name="Not found").is_visible()
 
-    # The admin sees the views of patient records in the audit log.
+    # The admin sees the views of patient records in the audit log, and the shown numbers.
     page.get_by_role("link", name="Audit log").click()
     assert page.locator("table.audit td", has_text="patient_viewed").count() >= 3
+    assert page.locator("table.audit td", has_text="patient_phone_shown").count() >= 2
+    assert_accessible(page, "the audit log")
+
+
+def test_sign_in_and_simulator_pages_meet_wcag_aa(browser, live, axe_script):
+    context = new_context(browser, live, axe_script)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        page.goto("/dashboard/login")
+        assert_accessible(page, "the sign-in page")
+        page.get_by_label("Email").fill("admin@a.example.org")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Sign in").click()
+        assert_accessible(page, "the sign-in page with an error")
+
+        page.goto("/simulator/")
+        assert page.get_by_role("heading", level=1).inner_text() == "Patient phone simulator"
+        page.get_by_label("Your number").fill("+16175550188")
+        page.get_by_label("Message").fill("PAIN")
+        page.get_by_role("button", name="Send").click()
+        page.locator("#thread li.in").first.wait_for()
+        page.locator("#thread li.out").first.wait_for()
+        page.screenshot(path=str(SCREENSHOTS / "simulator.png"), full_page=True)
+        assert_accessible(page, "the simulator with a conversation")
+    finally:
+        context.close()
