@@ -159,6 +159,8 @@ _PLAIN_REQUESTS = re.compile(
             rf"\b(?:dont|do\s+not|no\s+longer)\s+want\s+(?:to\s+(?:get|receive)\s+)?"
             rf"(?:any\s+|these\s+|those\s+|your\s+|the\s+)?(?:more\s+)?{_MEDIA}\b",
             r"\b(?:dont|do\s+not|no\s+longer)\s+want\s+to\s+be\s+(?:contacted|texted|messaged)\b",
+            r"\b(?:dont|do\s+not)\s+want\s+(?:you|anyone|u)\s+to\s+(?:text|message|contact|call)"
+            r"\s+(?:me|us)\b",
             # "no more texts", "unsubscribe me", "remove me from this list", "opt me out"
             rf"\bno\s+more\s+{_MEDIA}\b",
             r"\b(?:unsubscribe|optout|stopall)\b",
@@ -175,6 +177,8 @@ _PLAIN_REQUESTS = re.compile(
             r"\bno\s+(?:quiero|deseo)\s+(?:recibir\s+)?(?:mas\s+)?(?:sus\s+|estos\s+|los\s+)?"
             r"(?:mensajes|textos|sms|llamadas)\b",
             r"\bno\s+mas\s+(?:mensajes|textos|sms|llamadas)\b",
+            r"\bno\s+(?:quiero|deseo)\s+que\s+me\s+(?:llamen|llames|escriban|escribas|manden"
+            r"|mandes|envien|envies|contacten|contactes|molesten|molestes)\b",
             r"\b(?:dar|darme|dame|denme|deme|me\s+doy|me\s+quiero\s+dar)\s+de\s+baja\b",
             r"\b(?:quitame|quitenme|sacame|saquenme|borrame|borrenme|eliminame|elimineme)\b",
             r"\b(?:dejame|dejenme|dejeme)\s+en\s+paz\b",
@@ -205,14 +209,23 @@ _NEGATING_NO = re.compile(r"(?<!\w)no\s+(?:para|parar|quiero|deseo)(?!\w)")
 _NEGATORS = frozenset("dont not never cant wont shouldnt couldnt wouldnt didnt doesnt".split())
 
 
-def _words(text: object) -> list[str]:
-    """The normalized words of a text, a stop emoji read as "stop", idioms masked."""
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: "stop/end" and "alto-7" are two words
+
+
+def _spelled(text: object) -> str:
+    """The normalized text, a stop emoji read as the word "stop" ("🛑 help" is no "help")."""
     if not isinstance(text, str) or not text:
-        return []
+        return ""
     for emoji in STOP_EMOJI:
         if emoji in text:
             text = text.replace(emoji, f" {_STOP_TOKEN} ")
-    words = normalize(text).split()
+    return normalize(text)
+
+
+def _words(text: object) -> list[str]:
+    """The words of `text` as the opt-out reading sees them: normalized, a stop emoji read as
+    "stop", the idioms masked."""
+    words = _WORD.findall(_spelled(text))
     for idiom in _IDIOMS:
         size = len(idiom)
         for i in range(len(words) - size + 1):
@@ -306,7 +319,7 @@ def classify(text: str) -> str | None:
     or None when it is not one (an answer, or any other message)."""
     if is_opt_out(text):
         return "stop"
-    normalized = normalize(text)
+    normalized = _spelled(text)
     if not normalized:
         return None
     word = _WHOLE.get(_core(normalized))
@@ -330,7 +343,7 @@ def is_twilio_opt_in(text: str) -> bool:
 
 def is_start_keyword(text: str, clinic_keywords: Sequence[str]) -> bool:
     """True when the whole message is one of the clinic's start keywords ("PAIN", "Dolor!")."""
-    normalized = normalize(text)
+    normalized = _spelled(text)  # "🛑 pain" is no start keyword
     if not normalized or not clinic_keywords or isinstance(clinic_keywords, str):
         return False
     return any(

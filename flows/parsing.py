@@ -160,11 +160,24 @@ class _Lexicon:
 
     def occurs(self, tokens: Sequence[str], label: object) -> bool:
         """True when a phrase with `label` occurs anywhere, even overlapping another phrase
-        ("of course not really" holds both "of course not" and the hedge "not really")."""
+        ("of course not really" holds both "of course not" and the hedge "not really"), but
+        not inside a longer phrase that scan() reads whole ("no para nada" holds "no para")."""
+        inside = set()
+        i = 0
+        for _, text in self.scan(tokens):
+            size = len(text.split())
+            if size > 1:
+                inside |= {
+                    (start, end)
+                    for start in range(i, i + size)
+                    for end in range(start + 1, i + size + 1)
+                } - {(i, i + size)}
+            i += size
         for i, token in enumerate(tokens):
             for words, found in self._by_first.get(token, ()):
                 if found == label and tuple(tokens[i : i + len(words)]) == words:
-                    return True
+                    if (i, i + len(words)) not in inside:
+                        return True
         return False
 
     def scan(self, tokens: Sequence[str]) -> list[tuple[object, str]]:
@@ -295,7 +308,7 @@ _YES_PHRASES = (
 _NO_PHRASES = (
     "no|nope|nop|nah|naw|nay|never|negative|false|incorrect|no way|not at all|"
     "not anymore|not any more|absolutely not|definitely not|certainly not|"
-    "of course not|nunca|jamas|para nada|de ninguna manera|en absoluto|claro que no|"
+    "of course not|nunca|jamas|para nada|no para nada|de ninguna manera|en absoluto|claro que no|"
     "por supuesto que no|negativo|ya no"
 )
 _NEGATIONS = (
