@@ -5,6 +5,12 @@ keeps the flow it started with and survives storage between every message. Time 
 `now`; nothing here reads a clock. CLINICAL.md §6 is implemented here: re-asks, "not answered"
 after the third unclear reply, "not sure", timeouts, early end on an emergency answer, the
 restart word and switching language.
+
+Every reply is read once, by flows.reading.read (the order of §6 "What a reply can be"): an
+opt-out is never recorded and does nothing here (the caller stops the conversation; this is
+a second guard); an opt-out word in another sense ("my pain won't end") is no answer: by SMS
+the first one of a conversation gets the "how to stop" hint and the question again, and any
+later one counts as unclear. Only a reading of kind "answer" or "not_sure" is recorded.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flows import keywords, parsing, triage
+from flows import reading, triage
 from flows.loader import messages
 from flows.model import Flow, Node
 from flows.schedule import days_later, next_allowed
@@ -41,7 +47,7 @@ class Tick:
 @dataclass(frozen=True)
 class Send:
     text: str
-    kind: str  # intro | question | reask | fallback | reminder | advice
+    kind: str  # intro | question | reask | fallback | reminder | stop_hint | advice
     node: str | None = None
     key: str | None = None  # message catalogue key (fallbacks, reminders, advice)
 
@@ -199,21 +205,30 @@ def _ask(flow: Flow, node: Node, state: dict, now: datetime, actions: list, kind
 
 def _reply(flow: Flow, state: dict, text: str, now: datetime, actions: list) -> None:
     node = flow.nodes[state["node"]]
-    word = keywords.classify(text)
-    if word == "restart":
+    said = reading.read(text, lang=state["lang"], question_kind=node.parse)
+    if said.kind == reading.OPT_OUT:
+        return  # never an answer; the caller records the opt-out and ends the conversation
+    if said.kind == reading.RESTART:
         state["answers"] = dict(state["context"]["known"])
         state["unclear"] = 0
         _enter(flow, state, _first_question(flow), now, actions)
         return
-    if word in ("lang_es", "lang_en"):
-        lang = word[-2:]
+    if said.kind in (reading.LANG_ES, reading.LANG_EN):
+        lang = said.kind[-2:]
         if lang in flow.languages:
             state["lang"] = lang
         _ask(flow, node, state, now, actions, "question", _text(flow, node, state))
         return
-    parsed = parsing.parse(node.parse, text, state["lang"])
-    if parsed.ok or parsed.not_sure:
-        _record(flow, node, state, parsed.value if parsed.ok else None, now, actions)
+    if said.kind == reading.OTHER_SENSE and state.get("channel") != "voice" and not state.get(
+        "stop_hint"
+    ):
+        state["stop_hint"] = True  # once a conversation: later ones count as unclear
+        actions.append(Send(_message("stop_hint", state), "stop_hint", node.id, "stop_hint"))
+        _ask(flow, node, state, now, actions, "question", _text(flow, node, state))
+        return
+    if said.kind in (reading.ANSWER, reading.NOT_SURE):
+        _record(flow, node, state, said.value if said.kind == reading.ANSWER else None, now,
+                actions)
         return
     state["unclear"] += 1
     if state["unclear"] >= UNCLEAR_LIMIT:

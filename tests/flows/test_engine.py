@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows import engine, keywords, triage
+from flows import engine, reading, triage
 from flows.engine import UNCLEAR_LIMIT, Context, Outcome, Record, Reply, Send, Tick
 from flows.loader import get_flow, messages
 
@@ -545,7 +545,7 @@ def test_random_replies_and_ticks_never_raise_and_always_terminate(flow_id, lang
     kw = {"final_check": final} if flow_id == "followup" else (
         {"known": {"age_years": known_age}} if known_age else {})
     flow, state, _ = begin(flow_id, lang, **kw)
-    bound = UNCLEAR_LIMIT * len(flow.questions)
+    bound = UNCLEAR_LIMIT * len(flow.questions) + 1  # + the one "how to stop" hint
     now, consumed, ended = NOW, 0, False
     for event in inputs:
         if isinstance(event, tuple):
@@ -555,11 +555,11 @@ def test_random_replies_and_ticks_never_raise_and_always_terminate(flow_id, lang
         if ended:
             assert actions == []
         if isinstance(event, Reply):
-            word = keywords.classify(event.text)
-            if word == "restart":
+            kind = reading.read(event.text, lang=state["lang"]).kind
+            if kind == reading.RESTART:
                 consumed = 0
-            elif word not in ("lang_es", "lang_en"):
-                consumed += 1
+            elif kind not in (reading.LANG_ES, reading.LANG_EN, reading.OPT_OUT):
+                consumed += 1  # an opt-out does nothing in the engine: the service ends it
         if any(isinstance(a, Outcome) for a in actions):
             _check_outcome(actions, flow)
             ended = True
@@ -571,3 +571,84 @@ def test_random_replies_and_ticks_never_raise_and_always_terminate(flow_id, lang
         state, actions = engine.step(flow, state, Tick(), now + timedelta(days=8))
         assert state["status"] == "done"
         assert _check_outcome(actions, flow).status == "timed_out"
+
+
+# ---- real-world texts: one reading of every reply (flows/reading.py) ------------------------
+
+
+OPT_OUTS = ["STOP", "no stop", "No. STOP", "I said stop", "stop texting me", "🛑", "para",
+            "Para por favor", "basta ya", "no más"]
+WAITS = [("intake", "chest_symptoms"), ("intake", "age_years"), ("intake", "duration_days"),
+         ("intake", "pain_score"), ("followup", "status")]
+
+
+@pytest.mark.parametrize(("flow_id", "node_id"), WAITS)
+@pytest.mark.parametrize("text", OPT_OUTS)
+def test_an_opt_out_is_never_recorded_and_leaves_the_state_as_it_was(flow_id, node_id, text):
+    flow, state, _ = begin(flow_id)
+    state = reach(flow, state, node_id)
+    new, actions = reply(flow, state, text)
+    assert actions == [] and new == state  # the caller records the opt-out and ends it
+
+
+@pytest.mark.parametrize(("lang", "hint"), [
+    ("en", "To stop texts from Elm Clinic, reply STOP."),
+    ("es", "Para no recibir mensajes de Elm Clinic, responda ALTO."),
+])
+def test_an_opt_out_word_in_another_sense_gets_the_stop_hint_once_then_counts_as_unclear(
+    lang, hint
+):
+    flow, state, _ = begin("intake", lang)
+    node = question(flow, state)
+    other = {"en": "my pain won't end", "es": "para mí es peor"}[lang]
+    state, actions = reply(flow, state, other)
+    first, again = sends(actions)
+    assert (first.kind, first.key, first.text) == ("stop_hint", "stop_hint", hint)
+    assert (again.kind, again.node, again.text) == ("question", node.id, node.text[lang])
+    assert not records(actions) and state["unclear"] == 0 and state["node"] == node.id
+    state, actions = reply(flow, state, "cancel my appointment")
+    (reask,) = sends(actions)
+    assert reask.kind == "reask" and not records(actions) and state["unclear"] == 1
+    state, actions = reply(flow, state, "no")
+    assert records(actions) == [Record(node.field, False)]
+
+
+def test_on_a_call_an_opt_out_word_in_another_sense_is_unclear():
+    flow = get_flow("intake")
+    state, _ = engine.start(flow, NOW, context=context(), channel="voice")
+    state, actions = reply(flow, state, "the pain won't stop")
+    assert [a.kind for a in sends(actions)] == ["reask"] and state["unclear"] == 1
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("yes I do", True), ("no never", False), ("nope none", False), ("sí tengo", True),
+    ("para nada", False), ("yeah", True),
+    ("yes but only sometimes", None), ("no I'm not sure", None), ("kind of", None),
+    ("yes and no", None), ("no, not sure", None), ("yes at night", None),
+    ("can someone call me", None), ("ok thanks", None), ("no fever", None),
+])
+def test_a_yes_no_reply_is_recorded_only_when_it_is_the_answer_and_fillers(text, expected):
+    flow, state, _ = begin("intake")
+    node = question(flow, state)
+    state, actions = reply(flow, state, text)
+    if expected is None:
+        assert not records(actions) and state["unclear"] == 1 and state["node"] == node.id
+    else:
+        assert records(actions) == [Record(node.field, expected)]
+
+
+@pytest.mark.parametrize(("node_id", "text", "expected"), [
+    ("pain_score", "6 or 7", 7), ("pain_score", "7 out of 10", 7),
+    ("pain_score", "7 but only when I move", None), ("pain_score", "no sé, 7", None),
+    ("duration_days", "2 or 3 weeks", 21), ("duration_days", "2-3 weeks", 21),
+    ("duration_days", "about 3 weeks", 21), ("duration_days", "3 weeks but it comes and goes", None),
+    ("age_years", "45 or 46", 46), ("age_years", "I'm 45", 45),
+])
+def test_numbers_are_recorded_strictly_and_ranges_at_the_safer_end(node_id, text, expected):
+    flow, state, _ = begin("intake")
+    state = reach(flow, state, node_id)
+    state, actions = reply(flow, state, text)
+    if expected is None:
+        assert not records(actions) and state["unclear"] == 1
+    else:
+        assert records(actions) == [Record(flow.nodes[node_id].field, expected)]
