@@ -174,14 +174,16 @@ def end_all_sessions(session: Session, staff_id: int, now: datetime, *,
 def authenticate(session: Session, *, email: str, password: str, address: str,
                  now: datetime) -> LoginResult:
     """Checks a login and updates the counters, in the caller's transaction."""
-    email = normalize_email(email)
-    address = (address or "unknown")[:64]
+    # No account has an email with a NUL or over 255 characters (and PostgreSQL cannot even
+    # compare one): such an email is an unknown one, not an error.
+    email = normalize_email(email).replace("\x00", "\ufffd")
+    address = (address or "unknown").replace("\x00", "")[:64]
     session.execute(sa.delete(LoginAttempt).where(LoginAttempt.at < now - ATTEMPTS_KEPT))
     if _address_failures(session, address, now) >= ADDRESS_MAX_FAILURES:
         _attempt(session, address, email, now, succeeded=False)
         log.warning("login refused: too many failures from one address")
         return LoginResult("address_limited")
-    staff = session.execute(
+    staff = None if len(email) > 255 or "\ufffd" in email else session.execute(
         sa.select(Staff).where(Staff.email == email).with_for_update()
     ).scalar_one_or_none()
     if staff is None:

@@ -43,8 +43,11 @@ def day_bounds(start: date, end: date, tz: str) -> tuple[datetime, datetime]:
             datetime.combine(end + timedelta(days=1), time(), zone))
 
 
-def episodes_csv(session: Session, clinic: Clinic, start: date, end: date) -> str:
-    """Episodes of the clinic opened between `start` and `end` (inclusive, clinic's dates)."""
+def episodes_csv(session: Session, clinic: Clinic, start: date,
+                 end: date) -> tuple[str, list[int]]:
+    """Episodes of the clinic opened between `start` and `end` (inclusive, clinic's dates),
+    and the ids of the patients in the file (each one's record was read: the caller audits
+    them)."""
     low, high = day_bounds(start, end, clinic.timezone)
     episodes = session.scalars(
         sa.select(Episode)
@@ -61,7 +64,7 @@ def episodes_csv(session: Session, clinic: Clinic, start: date, end: date) -> st
     writer.writerow(EPISODE_COLUMNS)
     for episode in episodes:
         writer.writerow(_cell(value) for value in _episode_row(episode, alert_counts))
-    return out.getvalue()
+    return out.getvalue(), list(dict.fromkeys(e.patient_id for e in episodes))
 
 
 def _alert_counts(session: Session, episode_ids: list[int]) -> dict[int, tuple[int, int]]:

@@ -57,7 +57,11 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True,
     rebuilds require), and every transaction starts with BEGIN IMMEDIATE so that a
     read-then-write unit of work holds the write lock from its first statement: without it,
     two processes that read and then write get SQLITE_BUSY instead of waiting.
+
+    Bound parameters (phone numbers, answers) are left out of SQLAlchemy's error messages, so
+    a failed statement's traceback in the logs shows the SQL and not the patient's data.
     """
+    kwargs.setdefault("hide_parameters", True)
     sa_url = make_url(normalize_url(url))
     backend = sa_url.get_backend_name()
     if backend == "sqlite":

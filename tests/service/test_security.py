@@ -3,26 +3,40 @@ export audit and security headers, on the real app (PostgreSQL where production 
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import statistics
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from service import create_app
+from service.accounts import api_tokens
 from service.accounts.staff import ADDRESS_MAX_FAILURES, MAX_FAILED_LOGINS, set_password
 from service.cli import main
 from service.config import PRODUCTION_REQUIRED, ConfigError
 from service.conversations import consent
+from service.logs import PhoneMaskingFilter
 from service.messaging import outbox
 from service.messaging.senders import DryRunSender, TwilioSender, sender_from_config
 from service.store import get_db
-from service.store.models import AuditLog, Clinic, Message, Outbox, Staff
+from service.store.models import (
+    AuditLog,
+    Call,
+    Clinic,
+    Episode,
+    Message,
+    Outbox,
+    Patient,
+    Staff,
+)
 from tests.conftest import PRODUCTION, production
-from tests.service.dashboard_helpers import PASSWORD, StaffClient, make_staff
-from tests.service.sms_helpers import new_sid, sign
+from tests.service.dashboard_helpers import PASSWORD, StaffClient, csrf_token, make_staff
+from tests.service.sms_helpers import ACCOUNT_SID, SMS_CONFIG, Phone, new_sid, sign
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -298,3 +312,170 @@ def test_without_trusted_proxies_a_forwarded_for_header_is_not_believed(client, 
     refused = web.login(staff_a, environ_base={"REMOTE_ADDR": "203.0.113.9",
                                                "HTTP_X_FORWARDED_FOR": "198.51.100.250"})
     assert refused.status_code == 429
+
+
+# ---- no 500 for any input ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["/dashboard/%0A//evil.example", "/dashboard/%0D%0ASet-Cookie:x",
+                                    "//evil.example/dashboard", "/dashboard//evil.example",
+                                    "/dashboard/%5C%5Cevil.example", "/dashboard%09/x"])
+def test_sign_in_with_a_hostile_next_stays_in_the_dashboard(client, staff_a, target):
+    web = StaffClient(client)
+    page = client.get(f"/dashboard/login?next={target}")
+    assert page.status_code == 200
+    response = client.post(f"/dashboard/login?next={target}", data={
+        "csrf_token": csrf_token(page.get_data(as_text=True)), "email": staff_a,
+        "password": PASSWORD})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/dashboard/"
+    assert web.get("/dashboard/").status_code == 200
+
+
+def test_sign_in_still_goes_to_a_dashboard_page_asked_for(client, staff_a):
+    response = StaffClient(client).login(staff_a, next_="/dashboard/patients?q=smith")
+    assert response.headers["Location"] == "/dashboard/patients?q=smith"
+
+
+@pytest.mark.parametrize("raw", [
+    '{"phone": "+16175550142", "name": "\\ud800"}',
+    '{"phone": "\\udfff"}',
+    '{"\\ud800": 1, "phone": "+16175550142"}',
+    "[" * 5000 + "]" * 5000,
+    '{"phone": "+16175550142", "name": ' + '{"a": ' * 5000 + "1" + "}" * 5001,
+    '{"phone": "+16175550142", "name": ' + "[" * 40 + "]" * 40 + "}",
+])
+def test_api_json_nothing_can_store_is_a_400_not_a_500(client, db, make_clinic, raw):
+    clinic = make_clinic()
+    with db.transaction() as session:
+        _row, token = api_tokens.create_token(session, clinic_id=clinic.id, name="ehr",
+                                              read_only=False, now=NOW)
+    response = client.post("/api/v1/patients", data=raw, content_type="application/json",
+                           headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "bad_request"
+    with db.transaction() as session:
+        assert session.execute(sa.select(Patient)).first() is None
+
+
+@pytest.mark.parametrize("call_sid", ["CA" + "0" * 31 + "\x00", "CA" + "0" * 33, "CA" + "0" * 298,
+                                      "CA 123", "\x00"])
+@pytest.mark.parametrize("path", ["/twilio/voice", "/twilio/voice/answer?n=1", "/twilio/status"])
+def test_voice_parameters_twilio_never_sends_are_a_400(make_app, make_clinic, call_sid, path):
+    make_clinic(numbers=["+16175550100"])
+    app = make_app(**SMS_CONFIG)
+    form = {"CallSid": call_sid, "From": "+16175550142", "To": "+16175550100",
+            "AccountSid": ACCOUNT_SID, "CallStatus": "completed", "Digits": "1"}
+    response = app.test_client().post(path, data=form, headers={
+        "X-Twilio-Signature": sign(SMS_CONFIG["PUBLIC_BASE_URL"] + path, form)})
+    assert response.status_code == 400
+    assert "CallSid" in response.get_data(as_text=True)
+    with get_db(app).transaction() as session:
+        assert session.execute(sa.select(Call)).first() is None
+
+
+@pytest.mark.parametrize(("name", "value"), [("From", "+1617555014" + "2" * 30),
+                                             ("To", "+1617\x00"), ("Digits", "1" * 40),
+                                             ("SpeechResult", "yes\x00")])
+def test_other_voice_parameters_are_checked_too(make_app, make_clinic, name, value):
+    make_clinic(numbers=["+16175550100"])
+    app = make_app(**SMS_CONFIG)
+    form = {"CallSid": new_sid("CA"), "From": "+16175550142", "To": "+16175550100", name: value}
+    response = app.test_client().post("/twilio/voice", data=form, headers={
+        "X-Twilio-Signature": sign(SMS_CONFIG["PUBLIC_BASE_URL"] + "/twilio/voice", form)})
+    assert response.status_code == 400
+    assert name in response.get_data(as_text=True)
+
+
+# ---- logs: no full number, no answer ---------------------------------------------------------
+
+PATIENT = "+16175550142"
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """What a production log handler writes (ours: PhoneMaskingFilter), from INFO up."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(PhoneMaskingFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield out
+    root.removeHandler(handler)
+
+
+def test_a_failed_statement_does_not_carry_its_parameters(db):
+    with pytest.raises(sa.exc.DBAPIError) as failed, db.engine.connect() as connection:
+        connection.execute(sa.text("SELECT no_such_column FROM patients WHERE phone_e164 = :p"),
+                           {"p": PATIENT})
+    assert PATIENT not in str(failed.value)
+    assert "parameters hidden" in str(failed.value)
+
+
+def test_tracebacks_and_national_formats_are_masked(log_lines):
+    log = logging.getLogger("service.test_security")
+    log.warning("patient called from (617) 555-0142 and 617.555.0143")
+    try:
+        raise ValueError(f"bad row {{'from_number': '{PATIENT}'}} or 617-555-0144")
+    except ValueError:
+        log.exception("it failed")
+    text = log_lines.getvalue()
+    for full in (PATIENT, "(617) 555-0142", "617.555.0143", "617-555-0144"):
+        assert full not in text
+    assert "(***) ***-0142" in text and "+1******0142" in text and "***-***-0144" in text
+    assert "Traceback" in text and "ValueError" in text
+    # Not a number: SIDs, ids and times are left as they are.
+    log.warning("outbox 1234567 sent as SM6175550142ffff at 2026-03-02 15:00:00")
+    assert "outbox 1234567 sent as SM6175550142ffff at 2026-03-02 15:00:00" in \
+        log_lines.getvalue()
+
+
+def test_a_check_in_and_hostile_requests_log_no_number_nor_answer(make_app, make_clinic,
+                                                                   log_lines):
+    """The webhook paths at INFO, a 400 and a 500-that-was (a 300-character CallSid): the log
+    holds neither the patient's number in any format nor what they answered."""
+    make_clinic(numbers=["+16175550100"])
+    app = make_app(**SMS_CONFIG, LOG_LEVEL="INFO")
+    client = app.test_client()
+    phone = Phone(client, PATIENT, "+16175550100")
+    answers = ["PAIN", "YES", "no", "no", "no", "no", "no", "no", "no", "no",
+               "my neighbour Rosalind says 61", "three weeks"]
+    for answer in answers:
+        assert phone.send(answer).status_code == 200
+    form = {"CallSid": "CA" + "9" * 298, "From": PATIENT, "To": "+16175550100"}
+    assert client.post("/twilio/voice", data=form, headers={
+        "X-Twilio-Signature": sign(SMS_CONFIG["PUBLIC_BASE_URL"] + "/twilio/voice", form)}
+    ).status_code == 400
+    text = log_lines.getvalue()
+    assert "inbound sms" in text  # the webhook did log, at INFO
+    for secret in (PATIENT, "6175550142", "555-0142", "Rosalind", "three weeks"):
+        assert secret not in text, secret
+
+
+# ---- every export is a read of each patient in it ------------------------------------------
+
+
+def test_the_csv_export_audits_one_read_per_patient(db, client, clinic_a, staff_a):
+    now = datetime.now(UTC)
+    with db.transaction() as session:
+        clinic = session.get(Clinic, clinic_a.id)
+        ids = []
+        for number in ("+16175550161", "+16175550162"):
+            patient = consent.enroll_patient(session, clinic, phone=number, now=now)
+            session.add_all([Episode(clinic_id=clinic.id, patient_id=patient.id,
+                                     status="closed", opened_at=now - timedelta(hours=h))
+                             for h in (1, 2)])  # two episodes, still one read of the patient
+            ids.append(patient.id)
+    web = StaffClient(client)
+    web.login(staff_a)
+    today = now.date()
+    response = web.get(f"/dashboard/exports/episodes.csv?start={today - timedelta(days=1)}"
+                       f"&end={today + timedelta(days=1)}")
+    assert response.status_code == 200
+    with db.transaction() as session:
+        exported = session.execute(sa.select(AuditLog).where(
+            AuditLog.action == "episodes_exported")).scalars().all()
+        assert sorted(row.patient_id for row in exported) == sorted(ids)
+        assert {row.actor_type for row in exported} == {"staff"}
+        assert all(row.detail["rows"] == 4 for row in exported)

@@ -112,6 +112,10 @@ def _body(request: Request, pointer: str, operation: dict[str, Any]) -> Any:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "bad_request", f"the body nests deeper than {MAX_DEPTH} "
+                                           "levels") from None
+    _check_shape(body)
     schema_pointer = f"{pointer}/requestBody/content/application~1json/schema"
     error = best_match(_validator(schema_pointer).iter_errors(body))
     if error is not None:
@@ -121,6 +125,36 @@ def _body(request: Request, pointer: str, operation: dict[str, Any]) -> Any:
     if _has_nul(body):
         raise ApiError(422, "validation_error", "text must not contain NUL characters")
     return body
+
+
+MAX_DEPTH = 32  # no request of the API nests more than a few levels
+
+
+def _check_shape(body: Any) -> None:
+    """400 for what JSON allows but nothing downstream can hold: nesting deeper than
+    MAX_DEPTH (every later walk of it would recurse) and lone surrogates ("\\ud800"), which no
+    UTF-8 database column can store. Walked without recursion."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(400, "bad_request", f"the body nests deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "bad_request", "the body holds text that is not valid Unicode "
+                                           "(a lone surrogate such as \\ud800)") from None
 
 
 def _has_nul(value: Any) -> bool:

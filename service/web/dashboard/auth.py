@@ -95,10 +95,13 @@ def admin_required(view):
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path inside the dashboard: never another site (open redirect)."""
-    if target:
+    """Only a path inside the dashboard: never another site (open redirect), and nothing a
+    Location header cannot carry (a newline in it was a 500)."""
+    if target and target.isprintable() and target.isascii() and " " not in target \
+            and "\\" not in target and not target.startswith("//"):
         parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc and target.startswith("/dashboard") \
-                and "\\" not in target:
+        if not parts.scheme and not parts.netloc and (
+                parts.path == "/dashboard" or parts.path.startswith("/dashboard/")) \
+                and "//" not in parts.path:
             return target
     return url_for("dashboard.queue")

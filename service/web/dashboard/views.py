@@ -528,12 +528,18 @@ def episodes_csv():
     with get_db().transaction() as session:
         clinic = session.get(Clinic, _staff().clinic_id)
         try:
-            text = exports.episodes_csv(session, clinic, start, end)
+            text, patient_ids = exports.episodes_csv(session, clinic, start, end)
         except ValueError as exc:
             flash(str(exc), "error")
             return redirect(url_for("dashboard.exports_page"))
-        _record(session, "episodes_exported", start=start.isoformat(), end=end.isoformat(),
-                rows=text.count("\r\n") - 1)
+        detail = {"start": start.isoformat(), "end": end.isoformat(),
+                  "rows": text.count("\r\n") - 1}
+        if patient_ids:  # a file of names, levels and pain scores: a read of each record
+            audit.record_reads(session, clinic_id=_staff().clinic_id, patient_ids=patient_ids,
+                               action="episodes_exported", actor_type="staff",
+                               actor_id=_staff().actor_id, detail=detail, now=clock.now())
+        else:
+            _record(session, "episodes_exported", **detail)
     name = f"episodes-{start.isoformat()}-{end.isoformat()}.csv"
     return Response(text, mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

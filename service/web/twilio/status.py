@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, Response, request
 from service import clock
 from service.messaging import delivery
 from service.store import get_db
-from service.web.twilio import voice
+from service.web.twilio import params, voice
 from service.web.twilio.signature import verify_signature
 
 bp = Blueprint("twilio_status", __name__, url_prefix="/twilio")
@@ -29,6 +29,11 @@ def status():
     if not sid or not state:
         return Response("MessageSid and MessageStatus are required", status=400,
                         mimetype="text/plain")
+    if len(sid) > 64 or "\x00" in sid:  # as the SMS webhook: SIDs of any length we store
+        return params.bad_request("MessageSid is not a Twilio SID")
+    if (refused := params.check(form, short=("MessageStatus", "SmsStatus", "To", "ErrorCode"))
+            ) is not None:
+        return refused
     code = form.get("ErrorCode")
     try:
         error_code = int(code) if code else None

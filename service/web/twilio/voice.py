@@ -18,6 +18,7 @@ from service import clock, taskqueue
 from service.store import get_db
 from service.store.queries import DB_UNAVAILABLE
 from service.voice import calls, ivr, replies
+from service.web.twilio import params
 from service.web.twilio.signature import verify_signature
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,14 @@ def _call_id() -> int | None:
         return None
 
 
-def _bad_request():
-    return Response("CallSid is required", status=400, mimetype="text/plain")
+def _bad_request(form) -> Response | None:
+    """400 for a request without a CallSid or with a parameter Twilio never sends."""
+    if not form.get("CallSid"):
+        return params.bad_request("CallSid is required")
+    return params.check(form, sids=("CallSid", "AccountSid", "ParentCallSid"),
+                        short=("From", "To", "AnsweredBy", "Digits", "CallStatus",
+                               "CallDuration", "ErrorCode"),
+                        text=("SpeechResult",))
 
 
 @bp.post("")
@@ -112,8 +119,8 @@ def incoming():
     verify_signature()
     form = request.form
     sid = form.get("CallSid", "")
-    if not sid:
-        return _bad_request()
+    if (refused := _bad_request(form)) is not None:
+        return refused
     try:
         reply = get_db().run(ivr.answer_call, call_sid=sid,
                              to=form.get("To", ""), from_=form.get("From", ""),
@@ -134,8 +141,8 @@ def follow_on(step: str):
     verify_signature()
     form = request.form
     sid = form.get("CallSid", "")
-    if not sid:
-        return _bad_request()
+    if (refused := _bad_request(form)) is not None:
+        return refused
     now = clock.now()
     try:
         if step == "silence":
@@ -157,6 +164,8 @@ def call_status() -> Response:
     if not sid or not state:
         return Response("CallSid and CallStatus are required", status=400,
                         mimetype="text/plain")
+    if (refused := _bad_request(form)) is not None:
+        return refused
     with get_db().transaction() as session:
         calls.record_call_status(
             session, call_sid=sid, status=state, now=clock.now(),
