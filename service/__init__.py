@@ -16,7 +16,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from service import store
     from service.config import load_config
     from service.logs import configure_logging
-    from service.web import api, dashboard, health, operations, simulator, twilio
+    from service.web import api, dashboard, headers, health, operations, simulator, twilio
 
     config = load_config(test_config)
     configure_logging(config["LOG_LEVEL"])
@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
 
     store.init_app(app)
+    headers.init_app(app)
     health.init_app(app)
     operations.init_app(app)
     twilio.init_app(app)

@@ -479,3 +479,31 @@ def test_the_csv_export_audits_one_read_per_patient(db, client, clinic_a, staff_
         assert sorted(row.patient_id for row in exported) == sorted(ids)
         assert {row.actor_type for row in exported} == {"staff"}
         assert all(row.detail["rows"] == 4 for row in exported)
+
+
+# ---- security headers and HSTS -----------------------------------------------------------
+
+HEADED_PATHS = ["/healthz", "/dashboard/login", "/api/v1/openapi.json", "/api/v1/patients",
+                "/twilio/sms", "/no/such/page"]
+
+
+@POSTGRES_ONLY
+def test_every_production_response_carries_hsts_and_the_security_headers(make_app):
+    client = make_app(**production()).test_client()
+    for path in HEADED_PATHS:
+        response = client.post(path) if path == "/twilio/sms" else client.get(path)
+        headers = response.headers
+        assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains", path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["X-Frame-Options"] == "DENY", path
+        assert headers["Referrer-Policy"] == "same-origin", path
+        assert "camera=()" in headers["Permissions-Policy"], path
+    login = client.get("/dashboard/login").headers
+    assert "frame-ancestors 'none'" in login["Content-Security-Policy"]
+    assert login["Cache-Control"] == "no-store"
+
+
+def test_no_hsts_on_a_laptop_over_plain_http(client):
+    response = client.get("/healthz")
+    assert "Strict-Transport-Security" not in response.headers
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
