@@ -18,15 +18,8 @@ from service.messaging.senders import (
     sender_from_config,
 )
 from service.store.models import Clinic, Message, Outbox, Patient
-from tests.service.fake_twilio_http import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    MESSAGES_URI,
-    Fail,
-    FakeTwilio,
-    Timeout,
-)
 from tests.service.sms_helpers import rows
+from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, MESSAGES_URL, FakeTwilio
 
 CLINIC_NUMBER = "+16175550100"
 PATIENT = "+16175550142"
@@ -47,7 +40,8 @@ def fake() -> FakeTwilio:
 
 @pytest.fixture
 def sender(fake) -> TwilioSender:
-    return TwilioSender(ACCOUNT_SID, AUTH_TOKEN, from_number=CLINIC_NUMBER, http_client=fake)
+    return TwilioSender(ACCOUNT_SID, AUTH_TOKEN, from_number=CLINIC_NUMBER,
+                        http_client=fake.http_client())
 
 
 # ---- the sender on its own ------------------------------------------------------------------
@@ -57,48 +51,51 @@ def test_send_posts_to_the_messages_list_with_auth_and_status_callback(fake, sen
     result = sender.send(to=PATIENT, from_=None, body="Hello from the clinic",
                          status_callback=CALLBACK)
 
-    (request,) = fake.requests
-    assert (request.method, request.uri) == ("POST", MESSAGES_URI)
-    assert request.auth == (ACCOUNT_SID, AUTH_TOKEN)
-    assert request.data == {"To": PATIENT, "From": CLINIC_NUMBER, "Body": "Hello from the clinic",
+    (request,) = fake.requests()
+    assert (request["method"], request["url"]) == ("POST", MESSAGES_URL)
+    assert request["auth"] == [ACCOUNT_SID, AUTH_TOKEN]
+    assert request["form"] == {"To": PATIENT, "From": CLINIC_NUMBER, "Body": "Hello from the clinic",
                             "StatusCallback": CALLBACK}
-    (held,) = fake.messages
+    (held,) = fake.messages()
     assert result == SendResult(held["sid"], "queued")
     assert result.sid.startswith("SM")
 
 
 def test_the_rows_from_number_wins_and_no_callback_means_no_field(fake, sender):
     sender.send(to=PATIENT, from_="+16175550101", body="Hi", status_callback=None)
-    assert fake.requests[0].data == {"To": PATIENT, "From": "+16175550101", "Body": "Hi"}
+    assert fake.requests()[0]["form"] == {"To": PATIENT, "From": "+16175550101", "Body": "Hi"}
 
 
 def test_a_messaging_service_sends_without_a_from_number(fake):
     sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, messaging_service_sid="MG" + "2" * 32,
-                          http_client=fake)
+                          http_client=fake.http_client())
     result = sender.send(to=PATIENT, from_=None, body="Hi", status_callback=CALLBACK)
-    assert fake.requests[0].data == {"To": PATIENT, "MessagingServiceSid": "MG" + "2" * 32,
+    assert fake.requests()[0]["form"] == {"To": PATIENT, "MessagingServiceSid": "MG" + "2" * 32,
                                      "Body": "Hi", "StatusCallback": CALLBACK}
     assert result.status == "accepted"
 
 
-# (answer, code, http status, transient, unknown)
+# (how the fake fails the next send, code, http status, transient, unknown)
 ERRORS = [
-    pytest.param(Fail(429, 20429, "Too Many Requests"), 20429, 429, True, False, id="429"),
-    pytest.param(Fail(500, 20500, "Internal Server Error"), 20500, 500, True, False, id="500"),
-    pytest.param(Fail(503, None, "Service Unavailable"), 503, 503, True, False, id="503"),
-    pytest.param(Fail(400, 21610, "Attempt to send to unsubscribed recipient"), 21610, 400,
-                 False, False, id="21610-opted-out"),
-    pytest.param(Fail(400, 21211, "Invalid 'To' Phone Number"), 21211, 400, False, False,
+    pytest.param(lambda fake: fake.fail(429), 20429, 429, True, False, id="429"),
+    pytest.param(lambda fake: fake.fail(500), 20500, 500, True, False, id="500"),
+    pytest.param(lambda fake: fake.fail(503, gateway=True), 503, 503, True, False, id="503"),
+    pytest.param(lambda fake: fake.fail(400, code=21610), 21610, 400, False, False,
+                 id="21610-opted-out"),
+    pytest.param(lambda fake: fake.fail(400, code=21211), 21211, 400, False, False,
                  id="21211-invalid-number"),
-    pytest.param(Fail(401, 20003, "Authenticate"), 20003, 401, False, False, id="401-bad-auth"),
-    pytest.param(Timeout(after_send=True), None, None, True, True, id="read-timeout"),
-    pytest.param(Timeout(after_send=False), None, None, True, True, id="connect-timeout"),
+    pytest.param(lambda fake: fake.fail(401, code=20003), 20003, 401, False, False,
+                 id="401-bad-auth"),
+    pytest.param(lambda fake: fake.timeout(before_send=False), None, None, True, True,
+                 id="read-timeout"),
+    pytest.param(lambda fake: fake.timeout(before_send=True), None, None, True, True,
+                 id="connect-timeout"),
 ]
 
 
-@pytest.mark.parametrize("answer, code, http_status, transient, unknown", ERRORS)
-def test_errors_are_classified(fake, sender, answer, code, http_status, transient, unknown):
-    fake.answers.append(answer)
+@pytest.mark.parametrize("script, code, http_status, transient, unknown", ERRORS)
+def test_errors_are_classified(fake, sender, script, code, http_status, transient, unknown):
+    script(fake)
     with pytest.raises(SendError) as caught:
         sender.send(to=PATIENT, from_=None, body="Hi", status_callback=CALLBACK)
     error = caught.value
@@ -117,16 +114,16 @@ def test_find_sent_looks_in_twilios_list_for_that_number_since_then(fake, sender
     found = sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Your check-in", since=since)
 
     assert found == wanted["sid"]
-    (request,) = fake.requests
-    assert (request.method, request.uri) == ("GET", MESSAGES_URI)
-    assert request.params["To"] == PATIENT
-    assert request.params["DateSent>"] == "2025-03-03T14:59:00Z"
+    (request,) = fake.requests()
+    assert (request["method"], request["url"]) == ("GET", MESSAGES_URL)
+    assert request["query"]["To"] == PATIENT
+    assert request["query"]["DateSent>"] == "2025-03-03T14:59:00Z"
     assert sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Old text", since=since) is None
     assert sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Other", since=since) is None
 
 
 def test_find_sent_that_cannot_ask_twilio_is_an_unknown_error(fake, sender):
-    fake.list_answers.append(Fail(500, 20500, "Internal Server Error"))
+    fake.fail(500, applies="list")
     with pytest.raises(SendError) as caught:
         sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Hi", since=NOW)
     assert caught.value.unknown and caught.value.transient
@@ -190,36 +187,36 @@ def test_send_one_through_twilio(db, queued, fake, sender):
     outcome = send_one(db, queued.id, sender, NOW, status_callback=CALLBACK)
 
     assert outcome.status == "sent"
-    (post,) = fake.posts
-    assert post.data == {"To": PATIENT, "From": CLINIC_NUMBER, "Body": queued.body,
+    (post,) = fake.posts()
+    assert post["form"] == {"To": PATIENT, "From": CLINIC_NUMBER, "Body": queued.body,
                          "StatusCallback": CALLBACK}
-    assert the_row(db, queued.id).twilio_sid == fake.messages[0]["sid"] == outcome.detail
+    assert the_row(db, queued.id).twilio_sid == fake.messages()[0]["sid"] == outcome.detail
     (message,) = sent_messages(db)
     assert (message.twilio_sid, message.status) == (outcome.detail, "queued")
 
 
-@pytest.mark.parametrize("answer", [Fail(429, 20429), Fail(500, 20500)], ids=["429", "500"])
-def test_a_transient_error_leaves_the_row_to_be_tried_again(db, queued, fake, sender, answer):
-    fake.answers.append(answer)
+@pytest.mark.parametrize("status", [429, 500], ids=["429", "500"])
+def test_a_transient_error_leaves_the_row_to_be_tried_again(db, queued, fake, sender, status):
+    fake.fail(status)
     outcome = send_one(db, queued.id, sender, NOW)
 
     assert outcome.status == "retry"
     row = the_row(db, queued.id)
     assert (row.status, row.attempts, row.claimed_until, row.twilio_sid) == (
         "pending", 1, None, None)
-    assert str(answer.status) in row.last_error
+    assert str(status) in row.last_error
     assert sent_messages(db) == []
 
     later = NOW + timedelta(hours=1)  # past any backoff
     assert send_one(db, queued.id, sender, later).status == "sent"
-    assert [r.method for r in fake.requests] == ["POST", "POST"]
+    assert [r["method"] for r in fake.requests()] == ["POST", "POST"]
     row = the_row(db, queued.id)
     assert (row.status, row.attempts, row.last_error) == ("sent", 2, None)
-    assert len(sent_messages(db)) == 1 and len(fake.messages) == 1
+    assert len(sent_messages(db)) == 1 and len(fake.messages()) == 1
 
 
 def test_21610_fails_the_row_and_records_the_opt_out(db, queued, fake, sender):
-    fake.answers.append(Fail(400, 21610, "Attempt to send to unsubscribed recipient"))
+    fake.fail(400, code=21610)
     outcome = send_one(db, queued.id, sender, NOW)
 
     assert (outcome.status, outcome.code) == ("failed", 21610)
@@ -230,7 +227,7 @@ def test_21610_fails_the_row_and_records_the_opt_out(db, queued, fake, sender):
 
 
 def test_21211_fails_the_row_and_marks_the_number_invalid(db, queued, fake, sender):
-    fake.answers.append(Fail(400, 21211, "Invalid 'To' Phone Number"))
+    fake.fail(400, code=21211)
     assert send_one(db, queued.id, sender, NOW).status == "failed"
     assert the_row(db, queued.id).status == "failed"
     assert the_patient(db).number_invalid
@@ -239,7 +236,7 @@ def test_21211_fails_the_row_and_marks_the_number_invalid(db, queued, fake, send
 @pytest.mark.parametrize("reached_twilio", [True, False], ids=["it-went-out", "it-did-not"])
 def test_an_unknown_result_is_looked_up_before_any_resend(db, queued, fake, sender,
                                                           reached_twilio):
-    fake.answers.append(Timeout(after_send=reached_twilio))
+    fake.timeout(before_send=not reached_twilio)
     outcome = send_one(db, queued.id, sender, NOW)
 
     assert outcome.status == "unknown"
@@ -251,13 +248,13 @@ def test_an_unknown_result_is_looked_up_before_any_resend(db, queued, fake, send
     outcome = send_one(db, queued.id, sender, NOW + outbox.LEASE + timedelta(seconds=1))
 
     assert outcome.status == "sent"
-    assert [r.method for r in fake.requests] == (
+    assert [r["method"] for r in fake.requests()] == (
         ["POST", "GET"] if reached_twilio else ["POST", "GET", "POST"])
-    assert len(fake.messages) == 1  # the patient got it once
+    assert len(fake.messages()) == 1  # the patient got it once
     row = the_row(db, queued.id)
-    assert (row.status, row.twilio_sid) == ("sent", fake.messages[0]["sid"])
+    assert (row.status, row.twilio_sid) == ("sent", fake.messages()[0]["sid"])
     (message,) = sent_messages(db)
-    assert message.twilio_sid == fake.messages[0]["sid"]
+    assert message.twilio_sid == fake.messages()[0]["sid"]
 
 
 def test_rows_of_an_opted_out_patient_are_cancelled_not_sent(db, queued, fake, sender):
@@ -265,7 +262,7 @@ def test_rows_of_an_opted_out_patient_are_cancelled_not_sent(db, queued, fake, s
         session.get(Patient, queued.patient_id).opted_out = True
     assert send_one(db, queued.id, sender, NOW).status == "skipped"
     assert the_row(db, queued.id).status == "cancelled"
-    assert fake.requests == []
+    assert fake.requests() == []
 
 
 def test_a_row_held_for_quiet_hours_is_not_sent_early(db, queued, fake, sender):
@@ -273,4 +270,4 @@ def test_a_row_held_for_quiet_hours_is_not_sent_early(db, queued, fake, sender):
         session.get(Outbox, queued.id).not_before = NOW + timedelta(hours=9)
     assert send_one(db, queued.id, sender, NOW).status == "skipped"
     assert the_row(db, queued.id).status == "pending"
-    assert fake.requests == []
+    assert fake.requests() == []
