@@ -28,17 +28,9 @@ from service.store.models import (
 from service.voice import calls as voice_calls
 from service.voice import simulated as voice_sim
 from service.voice.callers import TwilioCaller
-from tests.service.voice_helpers import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    CLINIC_LINE,
-    PUBLIC_BASE_URL,
-    VOICE_CONFIG,
-    FakeCallsApi,
-    Twiml,
-    VoicePhone,
-    text_sms,
-)
+from tests.service.voice_helpers import CLINIC_LINE, Twiml, VoicePhone, text_sms
+from tests.support.phones import PUBLIC_BASE_URL, WEBHOOK_CONFIG
+from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, CALLS_URL, FakeTwilio
 
 PATIENT = "+16175550142"
 NOW = "2026-03-02T15:00:00+00:00"  # a Monday, 10:00 in Boston
@@ -47,7 +39,7 @@ NOW = "2026-03-02T15:00:00+00:00"  # a Monday, 10:00 in Boston
 @pytest.fixture
 def app_config(app_config, database_url):
     # database_url is named so that its SQLite and PostgreSQL params reach this override.
-    return {**app_config, **VOICE_CONFIG}
+    return {**app_config, **WEBHOOK_CONFIG}
 
 
 @pytest.fixture(autouse=True)
@@ -524,13 +516,14 @@ def test_a_request_without_a_valid_signature_gets_403(phone, db, path, signature
 
 @pytest.fixture
 def fake_api():
-    return FakeCallsApi()
+    return FakeTwilio()
 
 
 @pytest.fixture
 def caller(fake_api):
-    """The real `twilio` client, on a fake transport."""
-    return TwilioCaller(ACCOUNT_SID, AUTH_TOKEN, base_url=PUBLIC_BASE_URL, http_client=fake_api)
+    """The real `twilio` client, on the fake's in-process transport."""
+    return TwilioCaller(ACCOUNT_SID, AUTH_TOKEN, base_url=PUBLIC_BASE_URL,
+                        http_client=fake_api.http_client())
 
 
 def _followup_by_text(db, clinic, *, calls_allowed: bool = True) -> int:
@@ -578,17 +571,16 @@ def test_a_followup_with_no_reply_for_48_hours_gets_a_reminder_call(db, clinic, 
 
     assert outcome == "placed"
     (call,) = _rows(db, Call)
-    (request,) = [r for r in fake_api.requests if r["method"] == "POST"]
-    assert request["uri"] == (f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}"
-                              "/Calls.json")
-    form = request["data"]
+    (request,) = fake_api.posts()
+    assert request["url"] == CALLS_URL
+    form = request["form"]
     assert (form["To"], form["From"]) == (PATIENT, clinic.numbers[0].phone_e164)
     assert form["Url"] == f"{PUBLIC_BASE_URL}/twilio/voice?call={call.id}"
     assert form["StatusCallback"] == f"{PUBLIC_BASE_URL}/twilio/status?call={call.id}"
     assert (form["Method"], form["MachineDetection"]) == ("POST", "DetectMessageEnd")
     assert (call.status, call.attempt, call.purpose, call.checkin_id) == (
         "queued", 1, "reminder", checkin_id)
-    assert call.call_sid and call.call_sid.startswith("CA")
+    assert call.call_sid and call.call_sid == fake_api.calls()[0]["sid"]
     # One series of reminder calls per check-in.
     assert voice_calls.place_reminder_call(db, _checkin(db), start + timedelta(hours=49),
                                            caller) is None
@@ -617,7 +609,7 @@ def test_busy_and_no_answer_are_tried_at_most_twice_more(db, clinic, caller, fak
 
     calls = _rows(db, Call)
     assert [(c.attempt, c.status) for c in calls] == [(1, "busy"), (2, "no-answer"), (3, "busy")]
-    assert len(fake_api.calls) == 3
+    assert len(fake_api.calls()) == 3
 
 
 def test_reminder_calls_wait_for_the_allowed_hours(db, clinic, caller, fake_api, phone,
@@ -628,7 +620,7 @@ def test_reminder_calls_wait_for_the_allowed_hours(db, clinic, caller, fake_api,
 
     assert voice_calls.place_reminder_call(db, _checkin(db), late, caller) == "skipped"
     (call,) = _rows(db, Call)
-    assert (call.status, call.not_before) == ("pending", morning) and fake_api.calls == []
+    assert (call.status, call.not_before) == ("pending", morning) and fake_api.calls() == []
     with db.transaction() as session:
         assert voice_calls.due_call_ids(session, morning - timedelta(minutes=1)) == []
         assert voice_calls.due_call_ids(session, morning) == [call.id]
@@ -688,7 +680,7 @@ def test_no_reminder_call_for_a_patient_who_does_not_take_calls(db, clinic, call
         assert voice_calls.due_reminder_checkin_ids(session, later) == []
 
     assert voice_calls.place_reminder_call(db, _checkin(db), later, caller) is None
-    assert fake_api.requests == [] and _rows(db, Call) == []
+    assert fake_api.requests() == [] and _rows(db, Call) == []
 
 
 def test_a_reminder_call_is_dropped_when_the_patient_texted_back_first(db, clinic, caller,
@@ -700,13 +692,14 @@ def test_a_reminder_call_is_dropped_when_the_patient_texted_back_first(db, clini
 
     call = _rows(db, Call)[0]
     assert voice_calls.place_call(db, call.id, caller, call.not_before) == "cancelled"
-    assert fake_api.calls == []
+    assert fake_api.requests() == []
 
 
 @pytest.mark.parametrize("error, outcome", [((503, 20003), "retry"), ((400, 21215), "failed")])
 def test_twilio_errors_when_placing_a_call(db, clinic, caller, fake_api, error, outcome):
     _followup_by_text(db, clinic)
-    fake_api.errors.append(error)
+    status, code = error
+    fake_api.fail(status, code=code)
     now = clock.now() + timedelta(hours=48)
 
     assert voice_calls.place_reminder_call(db, _checkin(db), now, caller) == outcome
@@ -715,7 +708,8 @@ def test_twilio_errors_when_placing_a_call(db, clinic, caller, fake_api, error, 
     if outcome == "retry":  # 5xx: the same attempt again a few minutes later
         assert (call.status, call.not_before) == ("pending", now + timedelta(minutes=5))
         assert voice_calls.place_call(db, call.id, caller, call.not_before) == "placed"
-        assert len(fake_api.calls) == 2 and _rows(db, Call)[0].call_sid
+        assert [r["answer"] for r in fake_api.posts()] == [503, 201]
+        assert _rows(db, Call)[0].call_sid == fake_api.calls()[0]["sid"]
     else:  # refused for good (e.g. no permission to call that country): no retries
         assert (call.status, call.error_code) == ("failed", 21215)
         assert len(_rows(db, Call)) == 1

@@ -1,33 +1,17 @@
-"""Test helpers for voice calls: a caller's phone that signs requests as Twilio does, follows
-the TwiML it gets (the <Gather> action, the <Redirect> on silence) and reads it as XML, and a
-fake Twilio REST transport for placing calls."""
+"""Test helpers for voice calls: a caller's phone that signs requests as Twilio does (the
+signing, SIDs and account of tests.support), follows the TwiML it gets (the <Gather> action, the
+<Redirect> on silence) and reads it as XML. Calls are placed on tests.support.twilio's fake."""
 
 from __future__ import annotations
 
-import json
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-from twilio.http import HttpClient
-from twilio.http.response import Response
-from twilio.request_validator import RequestValidator
+from tests.support.phones import PUBLIC_BASE_URL, Phone, new_sid, sign
+from tests.support.twilio import ACCOUNT_SID, API_VERSION, AUTH_TOKEN
 
-AUTH_TOKEN = "test-twilio-auth-token"
-ACCOUNT_SID = "AC" + "0" * 32
-PUBLIC_BASE_URL = "https://triage.example.org"  # what Twilio sees; the test client is localhost
-VOICE_CONFIG = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "PUBLIC_BASE_URL": PUBLIC_BASE_URL}
 CLINIC_LINE = "+16175559000"  # the clinic's own phone line, which <Dial> connects to
-
-
-def new_sid(prefix: str = "CA") -> str:
-    return prefix + uuid.uuid4().hex
-
-
-def sign(url: str, form: Mapping[str, str], token: str = AUTH_TOKEN) -> str:
-    return RequestValidator(token).compute_signature(url, dict(form))
 
 
 class Twiml:
@@ -98,7 +82,7 @@ class VoicePhone:
     def __init__(self, client, number: str, clinic_number: str, *, call_sid: str | None = None,
                  base_url: str = PUBLIC_BASE_URL, token: str = AUTH_TOKEN) -> None:
         self.client, self.number, self.clinic_number = client, number, clinic_number
-        self.call_sid = call_sid or new_sid()
+        self.call_sid = call_sid or new_sid("CA")
         self.base_url, self.token = base_url, token
         self.outbound = False
         self.last: Twiml | None = None
@@ -107,7 +91,7 @@ class VoicePhone:
         caller, called = (self.clinic_number, self.number) if self.outbound else (
             self.number, self.clinic_number)
         form = {"CallSid": self.call_sid, "AccountSid": ACCOUNT_SID, "From": caller,
-                "To": called, "CallStatus": "in-progress", "ApiVersion": "2010-04-01",
+                "To": called, "CallStatus": "in-progress", "ApiVersion": API_VERSION,
                 "Direction": "outbound-api" if self.outbound else "inbound"}
         form.update(fields)
         return form
@@ -159,49 +143,7 @@ class VoicePhone:
 
 def text_sms(client, number: str, clinic_number: str, body: str) -> list[str]:
     """Texts the clinic through the signed SMS webhook; the reply texts."""
-    form = {"MessageSid": new_sid("SM"), "AccountSid": ACCOUNT_SID, "From": number,
-            "To": clinic_number, "Body": body, "NumMedia": "0", "ApiVersion": "2010-04-01"}
-    url = f"{PUBLIC_BASE_URL}/twilio/sms"
-    response = client.post("/twilio/sms", data=form, headers={"X-Twilio-Signature": sign(url, form)})
-    assert response.status_code == 200, response.get_data(as_text=True)
-    root = ET.fromstring(response.get_data())
-    return [message.text or "" for message in root.iter("Message")]
-
-
-# ---- a fake Twilio REST API for placing calls ---------------------------------------------
-
-
-@dataclass
-class FakeCallsApi(HttpClient):
-    """The `twilio` client's transport: records each request; answers Calls.json like Twilio
-    (201 with a call resource), or with the queued error statuses."""
-
-    errors: list[tuple[int, int]] = field(default_factory=list)  # (http status, Twilio code)
-    requests: list[dict] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        super().__init__(logger=None, is_async=False, timeout=None)
-
-    def request(self, method, uri, params=None, data=None, headers=None, auth=None,
-                timeout=None, allow_redirects=False) -> Response:
-        self.requests.append({"method": method, "uri": uri, "params": dict(params or {}),
-                              "data": dict(data or {})})
-        if self.errors:
-            status, code = self.errors.pop(0)
-            return Response(status, json.dumps({"code": code, "message": "error",
-                                                "status": status}))
-        if method == "GET":
-            return Response(200, json.dumps({"calls": [], "next_page_uri": None}))
-        sid = new_sid()
-        body = {"sid": sid, "status": "queued", "to": data.get("To"), "from": data.get("From"),
-                "date_created": "Mon, 02 Mar 2026 15:00:00 +0000"}
-        return Response(201, json.dumps(body))
-
-    @property
-    def calls(self) -> list[dict]:
-        """The form data of each Calls.json create."""
-        return [r["data"] for r in self.requests
-                if r["method"] == "POST" and r["uri"].endswith("/Calls.json")]
+    return Phone(client, number, clinic_number).text(body)
 
 
 def query_of(url: str) -> dict[str, str]:
