@@ -17,7 +17,9 @@ end", "cancel my appointment", "I can't stop the pain", "para mí es peor") is n
 `opt_out_reading` calls it "other_sense" (`mentions_opt_out_word`), and flows.reading never
 reads it as an answer. A Spanish "no" right before "para" / "parar" / "quiero" is a negation,
 not emphasis ("no para de doler", "no para": it does not stop), unless punctuation parts them
-("No. Para"). Idioms whose word only looks like one are not counted: "non-stop", "para nada".
+("No. Para"); so is an "it" / "this" / "that" before the word, its subject ("I want it to
+stop" speaks of the pain; "stop it" is an opt-out). Idioms whose word only looks like one are
+not counted: "non-stop", "para nada".
 
 Everything else must be the whole message (case, accents, punctuation and a "please" / "por
 favor" around it do not matter).
@@ -75,8 +77,8 @@ OPT_OUT_FILLERS = frozenset(
     we texting texts text messages message msgs msg sms messaging thanks thank thx ty want
     wanna to would like need really seriously immediately asap again do god omg ugh hey hi
     hello sir maam man dude guys for good forever permanently completely totally everything
-    anymore any more of so well oh and then fucking freaking damn can could will lets wish
-    how at once
+    anymore any more of so well oh and then fucking freaking damn can could will lets how
+    enough thats
     si por favor porfa porfavor xfa plis gracias oye senor senora ahora mismo ahorita dije
     digo te le les mensajes mensaje textos todo todos quiero deseo de una vez serio dios pues
     y
@@ -200,9 +202,12 @@ OPT_OUT_TOKENS = frozenset(
 _STOP_TOKEN = "stop"
 # Idioms whose word only looks like an opt-out word: "non-stop pain", "para nada" (not at all).
 _IDIOMS = (("non", "stop"), ("para", "nada"))
-_IDIOM_MASK = (
-    "_"  # stands for an idiom's words (normalize never makes "_"): no filler, no opt-out word
-)
+# Stands for an idiom's words (normalize never makes "_"): no filler, no opt-out word.
+_IDIOM_MASK = "_"
+# "it" / "this" / "that" before an opt-out word is what stops, not emphasis: "I want it to
+# stop", "I wish it would end" speak of the pain; "stop it" is an opt-out.
+_SUBJECTS = frozenset("it this that".split())
+_BETWEEN_SUBJECT = frozenset("to would will can could just please already ever".split())
 # A Spanish "no" right before these is a negation, not emphasis: "no para" (it does not stop),
 # "no quiero parar" (I do not want to stop). Checked on the text with its punctuation kept.
 _NEGATING_NO = re.compile(r"(?<!\w)no\s+(?:para|parar|quiero|deseo)(?!\w)")
@@ -243,14 +248,19 @@ def _folded(text: str) -> str:
 def _only_opt_out_and_fillers(words: Sequence[str]) -> bool:
     """True when every word is an opt-out word or a filler, and one at least is an opt-out."""
     found = False
+    subject = False  # an "it" / "this" / "that" (and only linking words) since
     i = 0
     while i < len(words):
         pair = tuple(words[i : i + 2])
-        if len(pair) == 2 and (pair in _OPT_OUT_PHRASES or pair in _WHOLE_ONLY_PHRASES):
-            found, i = True, i + 2
-        elif (words[i],) in _OPT_OUT_PHRASES or (words[i],) in _WHOLE_ONLY_PHRASES:
-            found, i = True, i + 1
+        size = (
+            2 if len(pair) == 2 and (pair in _OPT_OUT_PHRASES or pair in _WHOLE_ONLY_PHRASES) else 1
+        )
+        if size == 2 or (words[i],) in _OPT_OUT_PHRASES or (words[i],) in _WHOLE_ONLY_PHRASES:
+            if subject:
+                return False  # "I want it to stop": the pain, not the texts
+            found, i = True, i + size
         elif words[i] in OPT_OUT_FILLERS:
+            subject = words[i] in _SUBJECTS or (subject and words[i] in _BETWEEN_SUBJECT)
             i += 1
         else:
             return False
