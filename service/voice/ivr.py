@@ -22,7 +22,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from flows import engine, keywords, parsing
+from flows import engine, keywords, menus, parsing
 from flows.loader import get_flow
 from service.conversations import checkins, consent, inbound
 from service.logs import mask_phone
@@ -111,24 +111,13 @@ def _language_menu(ctx: CallContext) -> VoiceReply:
                       listen=Listen("lang", lang, replies.HINTS["language"][lang]))
 
 
-def _language_of(digits: str, speech: str) -> str | None:
-    if digits:
-        return {"1": "en", "2": "es"}.get(digits)
-    word = keywords.classify(speech)
-    if word in ("lang_en", "lang_es"):
-        return word[-2:]
-    tokens = set(parsing.normalize(speech).split())
-    en, es = bool(tokens & {"english", "ingles"}), bool(tokens & {"spanish", "espanol"})
-    return "en" if en and not es else "es" if es and not en else None
-
-
 def choose_language(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
                     speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/lang: 1 English, 2 español (or said); then the check-in begins."""
     ctx = context.heard(session, call_sid, "language", turn, digits or speech, now)
     if isinstance(ctx, VoiceReply):
         return ctx
-    lang = _language_of(digits, speech)
+    lang = menus.language_choice(digits, speech)
     if lang is None:
         tries = ctx.call.pending.get("tries", 0) + 1
         if tries < 2:
@@ -319,14 +308,6 @@ def _offer(ctx: CallContext) -> VoiceReply:
                                                            replies.HINTS["offer"][ctx.lang]))
 
 
-def _choice(digits: str, speech: str, words: dict[str, frozenset[str]]) -> str | None:
-    if digits:
-        return {"1": "one", "2": "two"}.get(digits)
-    tokens = set(parsing.normalize(speech).split())
-    found = [name for name, options in words.items() if tokens & options]
-    return found[0] if len(found) == 1 else None
-
-
 def offer(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
           speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/offer: 1 finish by text, 2 talk to the clinic; else back to the question."""
@@ -335,7 +316,7 @@ def offer(session: Session, *, call_sid: str, turn: int | None, digits: str = ""
         return ctx
     if not context.in_check_in(ctx):
         return context.reply_with(session, ctx, context.gone(ctx))
-    choice = _choice(digits, speech, {"one": replies.TEXT_WORDS, "two": replies.CLINIC_WORDS})
+    choice = menus.menu_choice(digits, speech, menus.OFFER)
     if choice == "one" and context.can_text(ctx.patient):
         continue_by_text(session, ctx, at_once=True)
         return context.reply_with(session, ctx, VoiceReply(say=(context.line_for(ctx, "voice.texting"),), hangup=True))
@@ -385,7 +366,7 @@ def advice(session: Session, *, call_sid: str, turn: int | None, digits: str = "
     ctx = context.heard(session, call_sid, "advice", turn, digits or speech, now)
     if isinstance(ctx, VoiceReply):
         return ctx
-    choice = _choice(digits, speech, {"one": replies.AGAIN_WORDS, "two": replies.CLINIC_WORDS})
+    choice = menus.menu_choice(digits, speech, menus.ADVICE)
     if choice == "one":
         return context.reply_with(session, ctx, _advice(ctx, ctx.call.pending.get("advice", [])))
     if choice == "two" and context.dialable(ctx.clinic):

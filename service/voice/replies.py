@@ -44,15 +44,6 @@ HINTS = {
 }
 
 
-TEXT_WORDS = frozenset("text texto mensaje message sms".split())
-
-
-CLINIC_WORDS = frozenset("clinic clinica doctor nurse talk hablar person persona".split())
-
-
-AGAIN_WORDS = frozenset("again repeat otra vez repetir repita".split())
-
-
 @dataclass(frozen=True)
 class Line:
     text: str
