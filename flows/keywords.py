@@ -74,7 +74,8 @@ OPT_OUT_FILLERS = frozenset(
     """
     no nope nah yes yeah yep ok okay k kk alright please pls plz now right away already just
     i im id said say saying told tell you u ya it this that these those them all the me us
-    we texting texts text messages message msgs msg sms messaging thanks thank thx ty want
+    we texting texts text txt txts txting messages message msgs msg msging sms messaging
+    thanks thank thx ty want
     wanna to would like need really seriously immediately asap again do god omg ugh hey hi
     hello sir maam man dude guys for good forever permanently completely totally everything
     anymore any more of so well oh and then fucking freaking damn can could will lets how
@@ -134,7 +135,7 @@ _COURTESY = frozenset(
 )
 
 _MEDIA = (
-    r"(?:texts?|text\s+messages?|messages?|msgs?|sms|calls?|reminders?|notifications?|emails?"
+    r"(?:texts?|txts?|text\s+messages?|messages?|msgs?|sms|calls?|reminders?|notifications?|emails?"
     r"|alerts?|updates?|check\s*ins?|checkins?|subscriptions?)"
 )
 _VERB_ES = r"(?:enviar|mandar|escribir|contactar|llamar|molestar|textear)\w*"
@@ -144,8 +145,8 @@ _PLAIN_REQUESTS = re.compile(
     "|".join(
         (
             # "stop texting me", "stop sending me messages", "please stop the texts"
-            r"\b(?:stop|quit|cease|end|cancel)\s+(?:texting|messaging|contacting|calling|emailing"
-            r"|bothering|spamming)\b",
+            r"\b(?:stop|quit|cease|end|cancel)\s+(?:texting|txting|texing|messaging|msging|msgng"
+            r"|contacting|calling|emailing|bothering|spamming)\b",
             rf"\b(?:stop|quit|cease|end|cancel)\s+sending(?:$|\s+(?:me|us|them|these|those|this"
             rf"|any|more|{_MEDIA})\b)",
             rf"\b(?:stop|quit|cease|end|cancel)\s+(?:(?:all|the|these|those|this|your|my|of)\s+)*"
@@ -170,6 +171,8 @@ _PLAIN_REQUESTS = re.compile(
             r"\brevoke\s+(?:my\s+)?consent\b",
             r"\b(?:remove|delete)\s+(?:me|my\s+number)\b",
             r"\btake\s+me\s+off\b",
+            rf"\bi\s+want\s+out\b(?!\s+of)|\bwant\s+out\s+of\s+(?:this|these|the|your)\s+"
+            rf"(?:list|program|{_MEDIA})\b",
             r"\bleave\s+me\s+alone\b",
             # "deja de enviarme mensajes", "no me mandes más mensajes", "no quiero más mensajes"
             rf"\b(?:deja|dejen|deje|dejar|para|paren|pare|parar)\s+de\s+{_VERB_ES}",

@@ -323,7 +323,7 @@ YES_NO_FILLERS = frozenset(
     "i im ive id do did does have has had am is was are were it its that thats "
     "please pls plz thanks thank you thx ty ok okay oh well really indeed totally sure very "
     "much sir maam mam doctor doc "
-    "tengo tuve tenia he ha hay habia es era fue esta estoy estaba lo la eso "
+    "tengo tuve tenia tenido he ha hay habia es era fue sido esta estoy estaba estado lo la eso "
     "senor senora senorita doctora gracias por favor porfa oye bueno pues".split()
 )
 # Words allowed beside a no only: "nope none", "no nothing", "no I haven't", "no nada".

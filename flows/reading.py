@@ -182,6 +182,7 @@ ACK_PHRASES = frozenset(
     see you|take care|have a good day|have a nice day|received|
     gracias|muchas gracias|mil gracias|muchisimas gracias|vale|perfecto|bueno|de acuerdo|
     entendido|listo|esta bien|muy bien|bien|genial|dale|sale|excelente|igualmente|recibido|
+    tks|many thanks|thanks a bunch|
     hasta luego|adios|chao|bendiciones|dios le bendiga|que dios le bendiga|muy amable|
     que amable|amable""".split("|")
 )
@@ -190,6 +191,7 @@ ACK_PHRASES = frozenset(
 ACK_FILLERS = frozenset(
     "so very much a lot again you u for the info information message messages text texts "
     "reminder help checking in doc doctor dr nurse sir maam dear guys all oh ah um well then "
+    "kindly "
     "and i will "
     "muy amable por todo la el informacion mensaje mensajes senor senora senorita doctora "
     "usted ustedes igual pues y".split()
@@ -253,8 +255,14 @@ _CALLBACK = re.compile(
             # "I need to talk to a nurse", "can I speak with someone", "talk to my doctor"
             rf"\b(?:talk|speak|speaking|talking)\s+(?:to|with)\s+{_WHO}\b",
             r"\b(?:contact|reach)\s+me\b",
+            r"\b(?:someone|somebody|anyone|anybody)\s+(?:i|we)\s+(?:can|could)\s+(?:talk|speak)\b",
+            # "I need to see a doctor", "can I make an appointment": the clinic must get in touch
+            rf"\b(?:need|want|like)\s+to\s+see\s+{_WHO}\b",
+            r"\b(?:make|book|get|schedule|need|want|like)\s+an?\s+(?:appointment|appt|visit)\b",
+            r"\b(?:quiero|necesito|hacer|sacar|pedir|agendar)\s+una\s+(?:cita|consulta)\b",
+            rf"\b(?:necesito|quiero)\s+ver\s+a\s+{_QUIEN}\b",
             # "llámenme", "llámame", "pueden llamarme", "me pueden llamar", "que me llamen"
-            r"\bllam(?:enme|eme|ame|arme)\b",
+            r"\b(?:llam|marc)(?:enme|eme|ame|arme)\b",
             r"\bme\s+(?:pueden|puede|podrian|podria|puedes|podrias)\s+(?:llamar|marcar|contactar)\b",
             r"\bme\s+llamen?\b",
             r"\b(?:devolver|devuelvan|devuelva)(?:me)?\s+(?:la\s+)?llamada\b",
@@ -304,6 +312,9 @@ _SYMPTOMS = re.compile(
             r"dizzy|dizziness|faint\w*|fell|injur\w*|accident|swell\w*|swollen|lump",
             r"weight\s+loss|lost\s+weight|vomit\w*|spasms?|stiff|stiffness|throbbing|burning",
             r"shooting|emergency|hospital|ambulance|911|bleed\w*|blood|cancer|tumou?r",
+            r"agony|unbearable|excruciating|sick(?!\s+(?:of|and\s+tired))|unwell",
+            r"feel(?:s|ing)?\s+(?:terrible|awful|bad|horrible|worse)",
+            r"not\s+feeling\s+(?:well|good|great)",
             r"suicid\w*|kill\s+myself|end\s+my\s+life|want\s+to\s+die|hurt\s+myself|end\s+it\s+all",
             # Spanish
             r"dolor|dolores|duele|duelen|dolia|doliendo|adolorid[oa]|peor|empeor\w*",
@@ -313,6 +324,7 @@ _SYMPTOMS = re.compile(
             r"pecho|respirar|falta\s+de\s+aire|mare\w*|desmay\w*|caida|me\s+cai|golpe",
             r"accidente|hinchad[oa]|hinchazon|bulto|perdi\s+peso|espasmos?|rigid[oa]",
             r"urgencias|emergencia|sangr\w*|tumor|matarme|quitarme\s+la\s+vida|morirme",
+            r"(?:me\s+siento|estoy|muy)\s+mal|enferm[oa]|se\s+me\s+duerme\w*|insoportable",
         )
     )
     + r")\b"

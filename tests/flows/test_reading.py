@@ -72,7 +72,8 @@ OPT_OUTS = [
     "can you please stop", "how do i stop", "no more", "no, no more", "No more!!",
     "stop sending me texts", "stop the texts", "please stop texting me", "don't text me",
     "do not contact me", "don't call me", "leave me alone", "stop getting these texts",
-    "I don't want you to call me",
+    "I don't want you to call me", "stop msging me", "stop txting me", "I want out",
+    "that's enough, stop", "ok enough. STOP",
     # Spanish
     "para ya", "ya para", "Para, por favor", "para porfa", "Para ya por favor", "No, para",
     "No. Para", "basta", "ya basta", "¡Basta ya!", "basta por favor", "ALTO por favor",
@@ -179,6 +180,7 @@ ANSWERS = [
     ("yes_no", "no thanks", False), ("yes_no", "yes please", True), ("yes_no", "no, I haven't", False),
     ("yes_no", "claro que sí", True), ("yes_no", "no, gracias", False), ("yes_no", "nunca", False),
     ("yes_no", "no tengo", False), ("yes_no", "sí señor", True), ("yes_no", "YES YES", True),
+    ("yes_no", "no he tenido", False), ("yes_no", "no, no lo he tenido", False),
     # pain score
     ("pain_score", "7 out of 10", 7), ("pain_score", "7/10", 7), ("pain_score", "seven", 7),
     ("pain_score", "siete", 7), ("pain_score", "it's a 7", 7), ("pain_score", "6 or 7", 7),
@@ -255,7 +257,8 @@ ACKS = [
     "ty", "thx", "👍", "👍🏽", "🙏", "👌", "gracias", "Gracias!", "ok gracias", "muchas gracias",
     "mil gracias", "will do", "ok thanks", "got it", "Got it, thanks", "perfecto", "vale",
     "bueno", "de acuerdo", "entendido", "listo", "ok 👍", "thanks 🙏", "thanks for the info",
-    "thank you doctor", "sounds good", "cool", "great thanks", "muy bien, gracias",
+    "thank you doctor", "sounds good", "cool", "great thanks", "muy bien, gracias", "tks",
+    "many thanks", "thank you kindly", "vale gracias", "Bien gracias", "gracias 🙏", "❤️",
     "gracias por todo", "muy amable", "ok, will do", "alright", "noted", "bye", "perfect",
 ]  # fmt: skip
 NOT_ACKS = [
@@ -314,7 +317,9 @@ CALLBACKS = [
     "llámenme por favor", "llámeme", "llámame", "¿me pueden llamar?", "pueden llamarme",
     "necesito hablar con una enfermera", "quiero hablar con el doctor", "que me llamen",
     "que alguien me llame por favor", "necesito una llamada", "me duele más, llámenme",
-    "quiero hablar con alguien",
+    "quiero hablar con alguien", "pueden marcarme", "is there someone I can talk to",
+    "I need to see a doctor", "can I make an appointment", "quiero una cita",
+    "necesito ver a un médico",
 ]  # fmt: skip
 NOT_CALLBACKS = [
     "don't call me", "do not call me", "Don't call me back", "never call me", "stop calling me",
@@ -367,9 +372,22 @@ SYMPTOMS = [
     "my legs are numb", "tingling in my arms", "I have a fever", "I fell down the stairs",
     "trouble peeing", "chest pain", "it hurts so much", "the pain won't end", "tengo fiebre",
     "el dolor es peor", "no siento las piernas", "hormigueo en las manos", "me caí",
-    "STOP. my back hurts", "I can't sleep", "I want to die",
+    "STOP. my back hurts", "I can't sleep", "I want to die", "se me duermen las piernas",
+    "I'm in agony", "me siento mal", "I feel terrible", "I'm not feeling well",
 ]  # fmt: skip
-NOT_SYMPTOMS = ["ok thanks", "STOP", "yes", "no", "gracias", "call me", "who is this?", "👍", ""]
+NOT_SYMPTOMS = [
+    "ok thanks",
+    "STOP",
+    "yes",
+    "no",
+    "gracias",
+    "call me",
+    "who is this?",
+    "👍",
+    "",
+    "I'm sick of these texts",
+    "I'll call you",
+]
 
 
 @pytest.mark.parametrize("text", SYMPTOMS)
