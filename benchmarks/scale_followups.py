@@ -265,11 +265,11 @@ def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
 
     from service.store import make_engine
     from tests.e2e.harness import RedisServer, Stack, wait_for
-    from tests.fake_twilio import FakeTwilioServer
+    from tests.support.twilio import FakeTwilio
 
     url = create_database()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-send-"))
-    fake = FakeTwilioServer(callback_delay=0.0).start()
+    fake = FakeTwilio(callback_delay=0.0).serve()
     fake.set_callbacks(False)  # only the sends are measured
     redis_server = RedisServer(log_dir).start()
     stack = Stack(database_url=url, redis=redis_server, fake_url=fake.url,

@@ -10,7 +10,7 @@ import pytest
 
 from service.store import make_engine, migrate
 from tests.e2e.harness import RedisServer, Stack
-from tests.fake_twilio import FakeTwilioServer
+from tests.support.twilio import FakeTwilio
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -41,10 +41,10 @@ def pg_engine(pg_url: str):
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeTwilioServer]:
-    server = FakeTwilioServer().start()
-    yield server
-    server.stop()
+def fake() -> Iterator[FakeTwilio]:
+    """The one fake Twilio, served over HTTP for the product's processes."""
+    with FakeTwilio() as served:
+        yield served
 
 
 @pytest.fixture

@@ -183,8 +183,8 @@ def test_twilio_429_then_500_then_recovers_with_growing_backoff(make_stack, pg_u
                                                                  fake, capsys):
     phones = seed_due_followups(pg_url, 10, clinics=1)
     # Every first attempt is refused with 429, every second with 500; the third goes through.
-    fake.program(status=429, count=10)
-    fake.program(status=500, count=10)
+    fake.fail(429, count=10)
+    fake.fail(500, count=10)
     stack = make_stack()
     stack.web(workers=1, threads=4)  # receives the status callbacks
     stack.worker("a")
@@ -219,7 +219,7 @@ def test_twilio_hangs_past_the_client_timeout_no_duplicate(make_stack, pg_url, p
                                                            capsys):
     phones = seed_due_followups(pg_url, 20, clinics=1)
     # Twilio accepts the first 2 messages but answers only after the client's 10 s timeout.
-    fake.program(hang=13, count=2)
+    fake.hang(13, count=2)
     stack = make_stack()
     worker_a = stack.worker("a")
     stack.beat("main")
