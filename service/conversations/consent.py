@@ -16,7 +16,7 @@ from service.messaging import outbox
 from service.messaging.senders import INVALID_NUMBERS, OPTED_OUT, SendError
 from service.phones import normalize_phone
 from service.records.alerts import raise_alert
-from service.store.models import Alert, Clinic, Outbox, Patient
+from service.store.models import Alert, Clinic, Message, Outbox, Patient
 from service.store.queries import active_checkin, cancel_followups, cancel_pending_outbox
 
 log = logging.getLogger(__name__)
@@ -77,21 +77,39 @@ def twilio_answered(clinic: Clinic, text: str, opt_out_type: str | None, kind: s
     return keywords.is_twilio_opt_out(text) if kind == "STOP" else keywords.is_twilio_opt_in(text)
 
 
+def after_failed_delivery(session: Session, message: Message, code: int,
+                          now: datetime) -> None:
+    """A text Twilio took but reported failed in its status callback (a TwiML reply, say): an
+    opt-out at Twilio or a number that cannot get texts means what it means for a send
+    (`delivery.record_status`'s `on_failed`)."""
+    if message.patient_id is not None:
+        _number_refused(session, session.get(Clinic, message.clinic_id),
+                        session.get(Patient, message.patient_id), code, now)
+
+
+def _number_refused(session: Session, clinic: Clinic, patient: Patient, code: int | None,
+                    now: datetime) -> bool:
+    if code == OPTED_OUT:
+        # The patient told Twilio STOP (Twilio blocks us): the same as telling us. Twilio has
+        # confirmed it to them already, so nothing more is sent.
+        opt_out(session, clinic, patient, "", now, opt_out_type="STOP")
+        return True
+    if code in INVALID_NUMBERS:
+        if not patient.number_invalid:
+            patient.number_invalid = True
+            raise_alert(session, clinic, patient, kind="invalid_number", level="soon",
+                        now=now, summary="The patient's phone number cannot get texts "
+                        f"(Twilio error {code}). Please check the number.")
+        return True
+    return False
+
+
 def after_failed_send(session: Session, row: Outbox, exc: SendError, now: datetime) -> None:
     """What a text that will never go out means: opted out, a bad number, or an alert
     (`outbox.send_one`'s `on_failed`)."""
     patient = session.get(Patient, row.patient_id) if row.patient_id else None
     clinic = session.get(Clinic, row.clinic_id)
-    if patient is not None and exc.code == OPTED_OUT:
-        # The patient told Twilio STOP (Twilio blocks us): the same as telling us. Twilio has
-        # confirmed it to them already, so nothing more is sent.
-        opt_out(session, clinic, patient, "", now, opt_out_type="STOP")
-        return
-    if patient is not None and exc.code in INVALID_NUMBERS:
-        patient.number_invalid = True
-        raise_alert(session, clinic, patient, kind="invalid_number", level="soon",
-                             now=now, summary="The patient's phone number cannot get texts "
-                             f"(Twilio error {exc.code}). Please check the number.")
+    if patient is not None and _number_refused(session, clinic, patient, exc.code, now):
         return
     if patient is None and row.alert_id is not None:
         patient = session.get(Patient, session.get(Alert, row.alert_id).patient_id)

@@ -18,6 +18,7 @@ from service.conversations import checkins, consent
 from service.conversations.checkins import text_for
 from service.logs import mask_phone
 from service.messaging import outbox
+from service.messaging.delivery import reply_key
 from service.phones import normalize_phone
 from service.records.alerts import raise_alert
 from service.store.models import CheckIn, Clinic, ClinicNumber, Message, Patient, WebhookReceipt
@@ -282,7 +283,7 @@ def _deliver_replies(session, clinic, sms: _Text, result: InboundResult, *,
     checkin = result.checkin
     if checkin is None or checkin.status != "active":  # ended, or another one started
         checkin = active_checkin(session, patient.id) if patient is not None else None
-    for text in result.replies:
+    for index, text in enumerate(result.replies):
         if via_outbox:
             # An opted-out patient's only reply is the opt-out confirmation: it must still go.
             kind = "optout_confirm" if patient is not None and patient.opted_out else "reply"
@@ -292,7 +293,10 @@ def _deliver_replies(session, clinic, sms: _Text, result: InboundResult, *,
         elif patient is not None:
             sms.messages.append(_message_row(patient, checkin, sms, direction="out", body=text,
                                              from_number=sms.clinic_phone,
-                                             to_number=patient.phone_e164, twilio_sid=None,
+                                             to_number=patient.phone_e164,
+                                             # Until its status callback gives its SID.
+                                             twilio_sid=reply_key(sms.sid, index)
+                                             if sms.sid else None,
                                              status="replied"))
 
 

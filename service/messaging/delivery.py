@@ -2,11 +2,20 @@
 
 Carrier delivery failures (Twilio errors 30003-30008: unreachable, blocked, unknown number,
 landline, filtered, unknown) are counted per patient since the last delivered text; the third
-in a row raises a `delivery_failure` alert (one open alert per patient at a time).
+in a row raises a `delivery_failure` alert (one open alert per patient at a time). Other
+failures (an opt-out at Twilio, 21610; a number that cannot get texts, 21211/21614) go to the
+caller's `on_failed`, as a send that fails with them does.
+
+TwiML replies (the answers to a patient's text, sent by Twilio from its <Message> verbs) have no
+Twilio SID when they are recorded: each carries a `reply_key` in its twilio_sid, and its
+<Message action> URL carries the same key, so its first status callback finds it and gives it
+its SID; the rest is as for outbox texts.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -23,19 +32,38 @@ DELIVERY_ERRORS = range(30003, 30009)  # 30003-30008
 FAILURES_BEFORE_ALERT = 3
 
 
+def reply_key(inbound_sid: str, index: int) -> str:
+    """The key of the `index`-th TwiML reply to the inbound text `inbound_sid` (the same for a
+    duplicate delivery of that text), until its status callback names its Twilio SID."""
+    return f"reply-{hashlib.sha256(inbound_sid.encode()).hexdigest()[:24]}-{index}"
+
+
 def record_status(session: Session, *, sid: str, status: str, error_code: int | None,
-                  now: datetime, to: str | None = None) -> bool:
+                  now: datetime, to: str | None = None, reply: str | None = None,
+                  on_failed: Callable[[Session, Message, int, datetime], None] | None = None
+                  ) -> bool:
     """Applies one status callback; returns True if it changed anything.
 
-    A callback can beat the sender's own record of the SID (Twilio answers the send, then
-    calls back before our worker commits). Such a callback is matched by `to` to the outbox row
-    still in flight to that number (a number's texts are sent one at a time), not dropped.
+    `reply` is the reply_key of a TwiML reply (from its action URL): the message it names gets
+    `sid`. Otherwise a callback can beat the sender's own record of the SID (Twilio answers the
+    send, then calls back before our worker commits). Such a callback is matched by `to` to the
+    outbox row still in flight to that number (a number's texts are sent one at a time), not
+    dropped.
     """
     status = (status or "").lower()
     if status not in RANK:
         return False
-    message = session.execute(sa.select(Message).where(Message.twilio_sid == sid)
-                              .with_for_update()).scalar_one_or_none()
+    match = Message.twilio_sid == sid
+    if reply:
+        # Two callbacks of one reply racing: the second waits for the first's lock and then
+        # finds the row by the SID the first gave it.
+        match = sa.or_(match, Message.twilio_sid == reply)
+    message = session.execute(sa.select(Message).where(match)
+                              .with_for_update()).scalars().first()
+    if message is not None and reply and message.twilio_sid == reply:
+        message.twilio_sid = sid
+    if message is None and reply:
+        return False  # a reply that was not recorded (to a number no clinic knows)
     if message is None:
         row = session.execute(sa.select(Outbox).where(Outbox.twilio_sid == sid)).scalars().first()
         if row is None and to:
@@ -58,10 +86,12 @@ def record_status(session: Session, *, sid: str, status: str, error_code: int | 
     message.status, message.updated_at = status, now
     if error_code:
         message.error_code = error_code
-    if status in ("undelivered", "failed") and error_code in DELIVERY_ERRORS \
-            and message.patient_id is not None:
+    if status in ("undelivered", "failed") and error_code and message.patient_id is not None:
         session.flush()
-        _count_delivery_failure(session, message, now)
+        if error_code in DELIVERY_ERRORS:
+            _count_delivery_failure(session, message, now)
+        elif on_failed is not None:
+            on_failed(session, message, error_code, now)
     return True
 
 

@@ -28,11 +28,12 @@ RACE_ATTEMPTS = 3  # Database.run: one run, and two more after lost unique-key r
 # the text and answers Twilio well within its 15 s. Server side, per transaction (SET LOCAL,
 # which PgBouncer's transaction pooling keeps): a statement, and a wait for a row lock. Client
 # side: the connect, a pool checkout, and every round trip (see _Watchdog).
-POSTGRES_CONNECT_TIMEOUT_S = 3
+POSTGRES_CONNECT_TIMEOUT_S = 2  # libpq's least
 STATEMENT_TIMEOUT_MS = 3000
 LOCK_TIMEOUT_MS = 2000
 POOL_TIMEOUT_S = 3.0
 CLIENT_GRACE_S = 1.0  # a round trip may outlive statement_timeout by this much, then is cut
+PING_TIMEOUT_S = 2.0
 
 
 def normalize_url(url: str) -> str:
@@ -117,9 +118,12 @@ def _configure_postgres(engine: Engine, *, statement_timeout_ms: int,
     dialect = engine.dialect
     # Every call that waits for the server: statements, pre-ping, commit, rollback (also the
     # pool's reset on return). psycopg has no client-side timeout for them.
-    for name in ("do_execute", "do_executemany", "do_execute_no_params", "do_ping",
-                 "do_commit", "do_rollback"):
+    for name in ("do_execute", "do_executemany", "do_execute_no_params", "do_commit",
+                 "do_rollback"):
         setattr(dialect, name, _WATCHDOG.bounded(getattr(dialect, name), limit))
+    # A pre-ping is one trivial round trip: a connection that cannot answer it within this is
+    # dropped sooner, and the checkout tries a new one (bounded by connect_timeout).
+    dialect.do_ping = _WATCHDOG.bounded(dialect.do_ping, min(limit, PING_TIMEOUT_S))
 
 
 class _Watchdog:

@@ -8,6 +8,7 @@ import json
 import os
 import threading
 import time
+import xml.etree.ElementTree as ET
 from datetime import UTC, date, datetime, timedelta
 from unittest.mock import ANY
 from zoneinfo import ZoneInfo
@@ -37,6 +38,7 @@ from service.store.models import (
 )
 from tests.service import fake_twilio_http
 from tests.service.sms_helpers import (
+    ACCOUNT_SID,
     FOLLOWUP_CLEAR_EN,
     PUBLIC_BASE_URL,
     SELF_CARE_EN,
@@ -1141,3 +1143,84 @@ def test_a_body_larger_than_any_webhook_is_refused_unread(client, db):
                            headers={"X-Twilio-Signature": "not-checked-yet"})
     assert response.status_code == 413
     assert counts(db)["messages"] == 0
+
+
+# ---- TwiML replies are tracked like outbox texts (issue 14) ---------------------------------
+
+
+def reply_actions(response) -> list[str]:
+    """The `action` URL of each <Message> of a TwiML reply (Twilio posts its status there)."""
+    root = ET.fromstring(response.get_data())
+    return [m.get("action") for m in root.iter("Message")]
+
+
+def post_reply_status(phone: Phone, action: str, message_sid: str, status: str, *,
+                      error_code: str | None = None):
+    """Twilio's status callback for a TwiML <Message>: to its action URL, signed on it."""
+    assert action.startswith(PUBLIC_BASE_URL + "/twilio/status?reply=")
+    path = action[len(PUBLIC_BASE_URL):]
+    form = {"MessageSid": message_sid, "MessageStatus": status, "AccountSid": ACCOUNT_SID,
+            "From": phone.clinic_number, "To": phone.number, "ApiVersion": "2010-04-01"}
+    if error_code:
+        form["ErrorCode"] = error_code
+    return phone.client.post(path, data=form,
+                             headers={"X-Twilio-Signature": sign(PUBLIC_BASE_URL + path, form)})
+
+
+def test_each_twiml_reply_gets_its_delivery_recorded_by_its_own_key(client, clinic_number, db):
+    phone = Phone(client, PATIENT, clinic_number)
+    first = phone.send("PAIN")
+    actions = reply_actions(first)
+    assert len(actions) == len(twiml_messages(first)) == 2 and len(set(actions)) == 2
+    # A duplicate delivery gets the same replies with the same actions (Twilio's retry).
+    assert reply_actions(phone.send("PAIN", sid=phone.last_sid)) == actions
+    # The second reply's status arrives first, then the first's: each finds its own row.
+    sids = [new_sid(), new_sid()]
+    for action, sid, status in ((actions[1], sids[1], "delivered"),
+                                (actions[0], sids[0], "sent"),
+                                (actions[0], sids[0], "delivered"),
+                                (actions[0], sids[0], "sent")):  # late: no step back
+        assert post_reply_status(phone, action, sid, status).status_code == 204
+    replies = rows(db, Message, Message.direction == "out", order_by=Message.id)
+    assert [(m.body, m.twilio_sid, m.status) for m in replies] == [
+        (intro("intake", rows(db, Clinic)[0]), sids[0], "delivered"),
+        (ask("intake", "chest_symptoms"), sids[1], "delivered")]
+
+
+def test_three_twiml_replies_lost_by_the_carrier_raise_the_delivery_alert(client, clinic_number,
+                                                                         db):
+    phone = Phone(client, PATIENT, clinic_number)
+    actions = reply_actions(phone.send("PAIN")) + reply_actions(phone.send("no"))
+    for action in actions[:3]:
+        post_reply_status(phone, action, new_sid(), "undelivered", error_code="30003")
+    (alert,) = rows(db, Alert)
+    assert (alert.kind, alert.level) == ("delivery_failure", "soon")
+    assert "30003" in alert.summary
+
+
+@pytest.mark.parametrize("code", ["21610", "21211", "21614"])
+def test_a_twiml_reply_refused_for_the_number_is_handled_as_a_send_would_be(
+        client, clinic_number, db, code):
+    phone = Phone(client, PATIENT, clinic_number)
+    (action, _) = reply_actions(phone.send("PAIN"))
+    assert post_reply_status(phone, action, new_sid(), "failed",
+                             error_code=code).status_code == 204
+    (patient,) = rows(db, Patient)
+    if code == "21610":  # the patient said STOP to Twilio: opted out, nothing more goes out
+        assert patient.opted_out
+        assert "invalid_number" not in {a.kind for a in rows(db, Alert)}
+        assert phone.text("no") == []
+    else:
+        assert patient.number_invalid
+        (alert,) = rows(db, Alert)
+        assert alert.kind == "invalid_number"
+
+
+def test_a_reply_status_with_an_unknown_key_changes_nothing(client, clinic_number, db):
+    phone = Phone(client, PATIENT, clinic_number)
+    phone.send("PAIN")
+    before = counts(db)
+    action = PUBLIC_BASE_URL + "/twilio/status?reply=reply-000000000000000000000000-0"
+    assert post_reply_status(phone, action, new_sid(), "delivered").status_code == 204
+    assert counts(db) == before
+    assert all(m.status == "replied" for m in rows(db, Message, Message.direction == "out"))

@@ -4,8 +4,9 @@ text is spooled when the database is away."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from pathlib import Path
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, current_app, request
 from twilio.twiml.messaging_response import MessagingResponse
@@ -14,6 +15,7 @@ from flows import keywords
 from service import clock, taskqueue
 from service.conversations import inbound
 from service.logs import mask_phone
+from service.messaging.delivery import reply_key
 from service.messaging.spool import Spool
 from service.store import get_db
 from service.store.queries import DB_UNAVAILABLE
@@ -23,41 +25,66 @@ from service.web.twilio.signature import verify_signature
 log = logging.getLogger(__name__)
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
 
-# After the database failed a text, this process sends the next texts straight to the spool for
-# this long instead of making each wait for its own timeout (service/store/session.py): during
-# an outage every text is answered in milliseconds. The replay brings them in, in order.
+# After the database failed a text, the web processes of this machine send the next texts
+# straight to the spool for this long instead of making each wait for its own timeout
+# (service/store/session.py): during an outage every text is answered in milliseconds. The
+# replay brings them in, in order.
 DB_AWAY_FOR_S = 5.0
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-    app.extensions["spool"] = Spool.from_config(app.config)
-    app.extensions["db_away"] = _Away()
+    spool = app.extensions["spool"] = Spool.from_config(app.config)
+    # Beside this deployment's spool file (its name carries REDIS_KEY_PREFIX).
+    app.extensions["db_away"] = _Away(spool.path.with_suffix(".database-away"))
     # Spooled texts that failed for good (service/spool.py): each is a patient's text nobody
     # has read; ops look at them by hand.
     add_check(app, "spool_dead", lambda: app.extensions["spool"].dead_count(), critical=False)
 
 
 class _Away:
-    """Since when this process knows the database is away (monotonic time), if it does."""
+    """Whether the database was found away in the last DB_AWAY_FOR_S seconds: by this process
+    (in memory), or by another web process of this machine (the mtime of a marker file)."""
 
-    def __init__(self) -> None:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
         self._until = 0.0
-        self._lock = threading.Lock()
 
     def now(self) -> bool:
-        return time.monotonic() < self._until
+        if time.monotonic() < self._until:
+            return True
+        try:
+            return time.time() - self.marker.stat().st_mtime < DB_AWAY_FOR_S
+        except OSError:
+            return False
 
     def seen(self) -> None:
-        with self._lock:
-            self._until = time.monotonic() + DB_AWAY_FOR_S
+        self._until = time.monotonic() + DB_AWAY_FOR_S
+        try:
+            self.marker.parent.mkdir(parents=True, exist_ok=True)
+            self.marker.touch()
+        except OSError:
+            pass  # this process still knows
 
 
-def twiml(texts: list[str]) -> Response:
+def twiml(texts: list[str], *, inbound_sid: str | None = None) -> Response:
+    """<Message>s; replies to a stored text each carry an `action` (Twilio's status callback
+    for a TwiML message) whose `reply` names the reply's row (delivery.reply_key), so that its
+    delivery, or its failure, is recorded as an outbox text's is."""
     resp = MessagingResponse()
-    for text in texts:
-        resp.message(text)
+    for index, text in enumerate(texts):
+        if inbound_sid:
+            resp.message(text, action=status_url(reply=reply_key(inbound_sid, index)),
+                         method="POST")
+        else:
+            resp.message(text)
     return Response(str(resp), mimetype="text/xml")
+
+
+def status_url(**query: str) -> str:
+    """/twilio/status under PUBLIC_BASE_URL (what Twilio requests and signs)."""
+    base = (current_app.config.get("PUBLIC_BASE_URL") or request.url_root).rstrip("/")
+    return f"{base}/twilio/status?{urlencode(query)}"
 
 
 @bp.post("/sms")
@@ -106,7 +133,7 @@ def sms():
         # On-call texts of an alert this text raised go out now, not at the next beat; an
         # answer that only moved the conversation on leaves the worker alone.
         taskqueue.send_task("tasks.send_now", config=current_app.config)
-    return twiml(result.replies)
+    return twiml(result.replies, inbound_sid=sid)
 
 
 def _holding(spool: Spool, record: dict) -> Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, request
 
 from service import clock
+from service.conversations import consent
 from service.messaging import delivery
 from service.store import get_db
 from service.web.twilio import params, voice
@@ -39,8 +40,13 @@ def status():
         error_code = int(code) if code else None
     except ValueError:
         error_code = None
+    # `reply` (in the URL): a TwiML reply's key, from its <Message action> (sms.twiml).
+    reply = request.args.get("reply") or None
+    if reply is not None and (len(reply) > 64 or not reply.isascii()):
+        return Response("reply is not a reply key", status=400, mimetype="text/plain")
     # A race lost to the sender recording this message while we did (a callback that came
     # quickly) is run again and finds its row: Twilio does not retry a callback we fail.
     get_db().run(delivery.record_status, sid=sid, status=state, error_code=error_code,
-                 now=clock.now(), to=form.get("To"))
+                 now=clock.now(), to=form.get("To"), reply=reply,
+                 on_failed=consent.after_failed_delivery)
     return Response("", status=204)
