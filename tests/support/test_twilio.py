@@ -167,6 +167,9 @@ def test_429_for_the_next_n_requests_then_201(fake, reach):
     assert s.send(to=PATIENT, from_=None, body="hi", status_callback=None).sid.startswith("SM")
     assert [r["answer"] for r in fake.requests()] == [429, 429, 201]
     assert len(fake.messages()) == 1
+    s.send(to="+16175550124", from_=None, body="other", status_callback=None)
+    assert [len(fake.posts()), len(fake.posts(to=PATIENT))] == [4, 3]
+    assert (fake.sent_bodies(), fake.sent_bodies(to=PATIENT)) == (["hi", "other"], ["hi"])
 
 
 def test_500_for_a_while_then_201(fake, reach):
@@ -224,6 +227,7 @@ def test_a_hang_past_the_client_timeout_went_out_and_is_found_in_the_list(fake, 
     assert time.monotonic() - started < 2.5
     assert caught.value.transient and caught.value.unknown
     (message,) = fake.messages()
+    assert fake.requests()[0]["answer"] is None  # still hanging when the client gave up
     assert s.find_sent(to=PATIENT, from_=CLINIC, body="Any numbness?", since=since) == \
         message["sid"]
     assert s.find_sent(to=PATIENT, from_=CLINIC, body="Something else", since=since) is None

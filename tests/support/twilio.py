@@ -113,7 +113,8 @@ class NoAnswer(Exception):
 class Answer:
     status: int
     body: str
-    delay: float = 0.0  # a hang: the answer is this late
+    delay: float = 0.0  # a hang: the answer is this late (the transport calls `answered`)
+    record: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -232,8 +233,10 @@ class FakeTwilio:
         with self._lock:
             return [dict(r) for r in self._state.requests[since:]]
 
-    def posts(self) -> list[dict[str, Any]]:
-        return [r for r in self.requests() if r["method"] == "POST"]
+    def posts(self, to: str | None = None) -> list[dict[str, Any]]:
+        """The creates received (to `to` only, if given), whatever they were answered."""
+        return [r for r in self.requests() if r["method"] == "POST"
+                and (to is None or r["form"].get("To") == to)]
 
     def lists(self) -> list[dict[str, Any]]:
         return [r for r in self.requests() if r["method"] == "GET"]
@@ -242,6 +245,10 @@ class FakeTwilio:
         """The messages Twilio holds (accepted creates and added ones), oldest first."""
         with self._lock:
             return [dict(m) for m in self._state.messages]
+
+    def sent_bodies(self, to: str | None = None) -> list[str]:
+        """The texts Twilio holds (to `to` only, if given), oldest first."""
+        return [m["body"] for m in self.messages() if to is None or m["to"] == to]
 
     def calls(self) -> list[dict[str, Any]]:
         """The calls Twilio placed, oldest first (`_url`: the TwiML URL it was given)."""
@@ -306,9 +313,15 @@ class FakeTwilio:
         except Exception as exc:  # a bug in the fake must show as a 500, not a hang
             log.exception("fake twilio failed")
             answer = _error(500, 20500, f"fake twilio bug: {exc}")
-        with self._lock:
-            record["answer"], record["answered_at"] = answer.status, time.time() + answer.delay
+        answer.record = record
+        if not answer.delay:
+            self.answered(answer)
         return answer
+
+    def answered(self, answer: Answer) -> None:
+        """Records that `answer` went back to the client (a hang's, only once it is sent)."""
+        with self._lock:
+            answer.record["answer"], answer.record["answered_at"] = answer.status, time.time()
 
     def _answer(self, method, path, query, form, auth, record) -> Answer:
         match = _PATH.match(path)
@@ -487,6 +500,7 @@ class FakeTwilioHttpClient(HttpClient):
                 time.sleep(timeout)
                 raise requests.exceptions.ReadTimeout("read timed out (fake hang)")
             time.sleep(answer.delay)
+            self.fake.answered(answer)
         return Response(answer.status, answer.body)
 
 
@@ -618,8 +632,10 @@ def _handler_for(fake: FakeTwilio, server: _Server) -> type[BaseHTTPRequestHandl
             except NoAnswer:
                 self.close_connection = True  # no answer at all: the client times out
                 return
-            if answer.delay and server.stopping.wait(answer.delay):
-                return
+            if answer.delay:
+                if server.stopping.wait(answer.delay):
+                    return
+                fake.answered(answer)  # sent, whether or not the client still waits
             self._json(answer.status, answer.body.encode(), answer.body.startswith("{"))
 
         def _control(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
