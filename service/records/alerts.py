@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.records import audit
-from service.store.models import Alert, CheckIn, Clinic, Episode, Patient
+from service.store.models import Alert, ApiToken, CheckIn, Clinic, Episode, Patient, Staff
 from service.store.queries import cancel_followups, mark_send_soon
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,30 @@ def resolved_alerts(session: Session, clinic_id: int, *, level: str | None = Non
             sa.and_(Alert.resolved_at == before_at, Alert.id < before_id)))
     query = query.order_by(Alert.resolved_at.desc(), Alert.id.desc()).limit(limit)
     return list(session.execute(query).scalars())
+
+
+def actors(session: Session, clinic_id: int, keys) -> dict[str, dict[str, Any]]:
+    """'staff:<id>' / 'api:<id>' (as stored in acknowledged_by and resolved_by) -> who that is:
+    {"type", "id", "email", "name"}; a staff member by email, an API token by its name."""
+    wanted: dict[str, set[int]] = {"staff": set(), "api": set()}
+    for key in set(keys) - {None}:
+        kind, _, raw = str(key).partition(":")
+        if kind in wanted and raw.isdigit():
+            wanted[kind].add(int(raw))
+    found: dict[str, dict[str, Any]] = {}
+    if wanted["staff"]:
+        for staff_id, email in session.execute(
+                sa.select(Staff.id, Staff.email).where(Staff.clinic_id == clinic_id,
+                                                       Staff.id.in_(wanted["staff"]))):
+            found[f"staff:{staff_id}"] = {"type": "staff", "id": staff_id, "email": email,
+                                          "name": None}
+    if wanted["api"]:
+        for token_id, name in session.execute(
+                sa.select(ApiToken.id, ApiToken.name).where(ApiToken.clinic_id == clinic_id,
+                                                            ApiToken.id.in_(wanted["api"]))):
+            found[f"api:{token_id}"] = {"type": "api", "id": token_id, "email": None,
+                                        "name": name}
+    return found
 
 
 def acknowledge_alert(session: Session, alert: Alert, *, actor_type: str, actor_id: str | int,

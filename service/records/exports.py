@@ -1,4 +1,5 @@
-"""Exports for clinic systems: episodes as CSV, and a check-in as FHIR R4 resources.
+"""Exports for clinic systems: episodes as CSV, and check-ins as FHIR R4 resources (one, or a
+clinic's check-ins of a date range in one Bundle).
 
 The FHIR `Questionnaire` is built from the flow definition the check-in ran (its id and
 version), with one item per question whose linkId is the answer field; the
@@ -183,8 +184,10 @@ def questionnaire_response(checkin: CheckIn, flow: Flow, base_url: str) -> dict[
         "status": FHIR_STATUS.get(checkin.status, "stopped"),
         "subject": subject,
         "authored": (checkin.completed_at or checkin.started_at).isoformat(timespec="seconds"),
-        "item": list(_answer_items(flow, checkin.answers or {}, base_url)),
     }
+    items = list(_answer_items(flow, checkin.answers or {}, base_url))
+    if items:  # FHIR forbids empty arrays: a check-in with no answer yet has no "item"
+        resource["item"] = items
     if checkin.level:
         resource["extension"] = [
             {"url": f"{base_url.rstrip('/')}/fhir/StructureDefinition/triage-level",
@@ -232,3 +235,40 @@ def checkin_bundle(checkin: CheckIn, base_url: str, now: datetime) -> dict[str, 
             {"fullUrl": f"{base}/fhir/QuestionnaireResponse/{qr['id']}", "resource": qr},
         ],
     }
+
+
+def checkins_bundle(session: Session, clinic: Clinic, start: date, end: date, base_url: str,
+                    now: datetime) -> tuple[dict[str, Any], list[int]]:
+    """The clinic's check-ins started between `start` and `end` (inclusive, clinic's dates)
+    as one collection Bundle: each Questionnaire they answered once, then one
+    QuestionnaireResponse per check-in, oldest first. Returns the bundle and the ids of the
+    patients in it (each one's record was read: the caller audits them). Erased patients'
+    check-ins are left out."""
+    low, high = day_bounds(start, end, clinic.timezone)
+    rows = session.scalars(
+        sa.select(CheckIn).join(Patient, Patient.id == CheckIn.patient_id)
+        .where(CheckIn.clinic_id == clinic.id, CheckIn.started_at >= low,
+               CheckIn.started_at < high, Patient.erased_at.is_(None))
+        .options(selectinload(CheckIn.patient))
+        .order_by(CheckIn.started_at, CheckIn.id)).all()
+    base = base_url.rstrip("/")
+    questionnaires: dict[tuple[str, int], dict[str, Any]] = {}
+    responses = []
+    for checkin in rows:
+        flow = get_flow(checkin.flow_id, checkin.flow_version)
+        if (flow.id, flow.version) not in questionnaires:
+            questionnaires[flow.id, flow.version] = questionnaire(flow, base_url)
+        qr = questionnaire_response(checkin, flow, base_url)
+        responses.append({"fullUrl": f"{base}/fhir/QuestionnaireResponse/{qr['id']}",
+                          "resource": qr})
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": now.isoformat(timespec="seconds"),
+        "total": len(responses),
+    }
+    entries = [{"fullUrl": f"{base}/fhir/Questionnaire/{q['id']}", "resource": q}
+               for q in questionnaires.values()] + responses
+    if entries:
+        bundle["entry"] = entries
+    return bundle, list(dict.fromkeys(c.patient_id for c in rows))

@@ -102,7 +102,8 @@ def test_acknowledge_then_resolve(api, db, worklist):
     assert acked.status_code == 200
     body = acked.get_json()
     assert body["status"] == "acknowledged"
-    assert body["acknowledged_by"].startswith("api:")
+    by = body["acknowledged_by"]  # the token, by its name (not "api:1")
+    assert (by["type"], by["name"], by["email"]) == ("api", "test system", None)
     again = api.post(f"/alerts/{alert_id}/acknowledge").get_json()
     assert again["acknowledged_at"] == body["acknowledged_at"]
 
@@ -178,7 +179,7 @@ def test_resolving_a_persistent_final_check_refers_the_episode(api, db, clinic, 
     episode = _episode(db, patient["id"])
     assert (episode.status, episode.closed_reason) == ("referred", "referred")
     history = api.get(f"/patients/{patient['id']}/episodes").get_json()
-    assert history["episodes"][0]["status"] == "referred"
+    assert history["data"][0]["status"] == "referred"
     assert api.get(f"/patients/{patient['id']}").get_json()["open_episode_id"] is None
 
 

@@ -82,7 +82,8 @@ def test_the_openapi_document_needs_no_token(client):
         "/patients", "/patients/{patient_id}", "/patients/{patient_id}/episodes",
         "/patients/{patient_id}/checkins", "/patients/{patient_id}/followups/pause",
         "/patients/{patient_id}/followups/resume", "/patients/{patient_id}/followups/cancel",
-        "/alerts", "/alerts/{alert_id}/acknowledge", "/alerts/{alert_id}/resolve"}
+        "/alerts", "/alerts/history", "/alerts/{alert_id}/acknowledge",
+        "/alerts/{alert_id}/resolve", "/fhir/checkins"}
 
 
 def test_every_operation_of_the_document_is_served(app):

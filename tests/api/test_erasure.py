@@ -93,7 +93,7 @@ def test_the_number_can_be_enrolled_again_as_a_new_patient(api, clinic, enroll, 
     api.delete(f"/patients/{patient['id']}")
     again = enroll(phone=patient["phone"])
     assert again["id"] != patient["id"]
-    assert api.get(f"/patients/{again['id']}/episodes").get_json()["episodes"] == []
+    assert api.get(f"/patients/{again['id']}/episodes").get_json()["data"] == []
 
 
 def test_a_text_from_an_erased_number_does_not_reach_the_old_record(api, db, clinic, enroll,

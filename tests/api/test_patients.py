@@ -182,7 +182,7 @@ def test_episodes_show_answers_levels_reasons_and_messages(api, clinic, enroll, 
     patient = enroll()
     patients.complete_intake(clinic, patient["phone"], SOON_NIGHT_PAIN)
     body = api.get(f"/patients/{patient['id']}/episodes").get_json()
-    (episode,) = body["episodes"]
+    (episode,) = body["data"]
     assert (episode["status"], episode["intake_level"], episode["last_level"],
             episode["baseline_pain_score"]) == ("open", "soon", "soon", 3)
     (intake,) = episode["checkins"]
@@ -204,13 +204,13 @@ def test_an_intake_in_progress_and_unanswered_fields_are_shown(api, clinic, enro
     patients.text(clinic, patient["phone"], "YES")
     patients.text(clinic, patient["phone"], "no")
     body = api.get(f"/patients/{patient['id']}/episodes").get_json()
-    assert body["episodes"] == []
+    assert body["data"] == []
     (running,) = body["other_checkins"]
     assert (running["status"], running["level"], running["reasons"]) == ("active", None, [])
     assert running["answers"]["chest_symptoms"] is False
     patients.answer(clinic, patient["phone"], {"cancer_history": "not sure", "age_years": "40",
                                                "pain_score": "2", "relieved_by_rest": "yes"})
-    (episode,) = api.get(f"/patients/{patient['id']}/episodes").get_json()["episodes"]
+    (episode,) = api.get(f"/patients/{patient['id']}/episodes").get_json()["data"]
     assert episode["checkins"][0]["missing"] == ["cancer_history"]
     assert episode["checkins"][0]["reasons"][0]["id"] == "INCOMPLETE"
 

@@ -10,6 +10,7 @@ import os
 import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import pytest
@@ -33,6 +34,7 @@ from service.store.models import (
     Staff,
 )
 from service.web.dashboard.views import CSP
+from tests.api.fhir_check import validate_fhir
 from tests.conftest import production
 from tests.service.dashboard_helpers import PASSWORD, StaffClient, make_staff
 from tests.service.sms_helpers import SMS_CONFIG, Phone, intake_answers, rows
@@ -525,7 +527,9 @@ def test_enrolling_wakes_the_worker_so_the_consent_text_goes_at_once(make_app, d
         (consent,) = rows(db, Outbox)
         assert consent.kind == "consent" and consent.status == "pending"
     finally:
-        broker.delete(*broker.keys(f"{prefix}*"))
+        keys = broker.keys(f"{prefix}*")
+        if keys:
+            broker.delete(*keys)
         broker.close()
 
 
@@ -741,7 +745,7 @@ ANSWER = {"type": "object", "minProperties": 1, "maxProperties": 1, "properties"
     "valueCoding": CODING, "valueString": {"type": "string"}}, "additionalProperties": False}
 RESPONSE = {
     "type": "object",
-    "required": ["resourceType", "questionnaire", "status", "subject", "authored", "item"],
+    "required": ["resourceType", "questionnaire", "status", "subject", "authored"],
     "properties": {
         "resourceType": {"const": "QuestionnaireResponse"},
         "status": {"enum": ["in-progress", "completed", "amended", "entered-in-error",
@@ -749,7 +753,7 @@ RESPONSE = {
         "subject": {"type": "object", "required": ["reference"]},
         "authored": {"type": "string", "format": "date-time"},
         "extension": {"type": "array", "items": EXTENSION},
-        "item": {"type": "array", "items": {
+        "item": {"type": "array", "minItems": 1, "items": {
             "type": "object", "required": ["linkId", "answer"], "properties": {
                 "linkId": {"type": "string"}, "text": {"type": "string"},
                 "answer": {"type": "array", "minItems": 1, "items": ANSWER}}}},
@@ -770,6 +774,7 @@ def test_a_checkin_as_fhir_questionnaire_response_with_its_questionnaire(client,
     response = web.get(f"/dashboard/checkins/{checkin.id}/fhir.json")
     assert response.status_code == 200 and response.mimetype == "application/fhir+json"
     bundle = response.json
+    validate_fhir(bundle)
     jsonschema.validate(bundle, BUNDLE)
     questionnaire, answered = (entry["resource"] for entry in bundle["entry"])
     jsonschema.validate(questionnaire, QUESTIONNAIRE)
@@ -797,18 +802,52 @@ def test_a_checkin_as_fhir_questionnaire_response_with_its_questionnaire(client,
     assert "checkin_exported" in audit_actions(db)
 
 
+def test_the_clinics_checkins_of_a_date_range_as_one_fhir_bundle(client, web, db, clinic_b):
+    full_intake_by_sms(client, {**_self_care(), "night_pain": "yes"})
+    full_intake_by_sms(client, _self_care(), phone="+16175550143")
+    patient = rows(db, Patient, Patient.phone_e164 == "+16175550143")[0]
+    web.post(f"/dashboard/patients/{patient.id}/checkin")  # a follow-up, nothing answered yet
+    emergency_by_sms(client, CLINIC_B_NUMBER, phone="+16175550144")  # another clinic's
+    today = datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date()
+    response = web.get(f"/dashboard/exports/checkins.fhir.json?start={today}&end={today}")
+    assert response.status_code == 200 and response.mimetype == "application/fhir+json"
+    assert "attachment" in response.headers["Content-Disposition"]
+    bundle = response.json
+    validate_fhir(bundle)
+    kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert kinds == ["Questionnaire", "Questionnaire", "QuestionnaireResponse",
+                     "QuestionnaireResponse", "QuestionnaireResponse"]  # intake, follow-up
+    assert bundle["total"] == 3
+    subjects = {e["resource"]["subject"]["reference"] for e in bundle["entry"][2:]}
+    assert len(subjects) == 2  # clinic A's two patients only
+    exported = rows(db, AuditLog, AuditLog.action == "checkins_exported")
+    assert sorted(row.patient_id for row in exported) == sorted(
+        int(ref.split("/")[1]) for ref in subjects)
+
+    yesterday = today - timedelta(days=1)
+    empty = web.get(f"/dashboard/exports/checkins.fhir.json?start={yesterday}&end={yesterday}")
+    validate_fhir(empty.json)
+    assert empty.json["total"] == 0 and "entry" not in empty.json
+    bad = web.get("/dashboard/exports/checkins.fhir.json?start=2026-02-01&end=2026-01-01")
+    assert bad.status_code == 302
+    assert "the end date is before the start date" in web.get("/dashboard/exports").get_data(
+        as_text=True)
+
+
 def test_a_followup_questionnaire_offers_the_status_choices(client, web, db):
     full_intake_by_sms(client, _self_care())
     patient = only_patient(db)
     web.post(f"/dashboard/patients/{patient.id}/checkin")
     followup = rows(db, CheckIn, CheckIn.kind == "followup")[0]
     bundle = web.get(f"/dashboard/checkins/{followup.id}/fhir.json").json
+    validate_fhir(bundle)
     questionnaire, answered = (entry["resource"] for entry in bundle["entry"])
     (status,) = [item for item in questionnaire["item"] if item["linkId"] == "status"]
     assert status["type"] == "choice"
     assert [o["valueCoding"]["code"] for o in status["answerOption"]] == [
         "gone", "better", "same", "worse"]
-    assert answered["status"] == "in-progress" and answered["item"] == []
+    # Nothing answered yet: no "item" at all (FHIR forbids an empty array).
+    assert answered["status"] == "in-progress" and "item" not in answered
     assert {item["type"] for item in questionnaire["item"]} <= set(ITEM_TYPES.values())
 
 

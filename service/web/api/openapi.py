@@ -203,11 +203,12 @@ _SCHEMAS: dict[str, Any] = {
     },
     "PatientEpisodes": {
         "type": "object",
-        "required": ["patient_id", "episodes", "other_checkins", "other_messages"],
+        "required": ["patient_id", "data", "other_checkins", "other_messages"],
         "properties": {
             "patient_id": {"type": "integer"},
-            "episodes": {"type": "array", "items": _ref("Episode"),
-                         "description": "Oldest first."},
+            "data": {"type": "array", "items": _ref("Episode"),
+                     "description": "The episodes, oldest first (under `data`, like every "
+                                    "list of the API; not paged)."},
             "other_checkins": {
                 "type": "array", "items": _ref("CheckIn"),
                 "description": "Check-ins in no episode: an intake still running, or one "
@@ -236,10 +237,26 @@ _SCHEMAS: dict[str, Any] = {
             "status": {"type": "string", "enum": ALERT_STATUSES},
             "created_at": _TIME,
             "acknowledged_at": _NULLABLE_TIME,
-            "acknowledged_by": _NULLABLE_STRING,
+            "acknowledged_by": {"anyOf": [_ref("Actor"), {"type": "null"}]},
             "resolved_at": _NULLABLE_TIME,
-            "resolved_by": _NULLABLE_STRING,
-            "resolution_note": _NULLABLE_STRING,
+            "resolved_by": {"anyOf": [_ref("Actor"), {"type": "null"}]},
+            "resolution_note": {"type": ["string", "null"],
+                                "description": "Null when an info alert was resolved "
+                                               "without one."},
+        },
+    },
+    "Actor": {
+        "type": "object",
+        "description": "Who acted: a staff member (by email) or an API token (by its name).",
+        "required": ["type", "id", "email", "name"],
+        "properties": {
+            "type": {"type": "string", "enum": ["staff", "api"]},
+            "id": _NULLABLE_ID,
+            "email": {"type": ["string", "null"],
+                      "description": "The staff member's sign-in email."},
+            "name": {"type": ["string", "null"],
+                     "description": "The API token's name (staff accounts have no name "
+                                    "field: null)."},
         },
     },
     "AlertList": {
@@ -254,9 +271,27 @@ _SCHEMAS: dict[str, Any] = {
     "ResolveAlert": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["note"],
-        "properties": {"note": {"type": "string", "minLength": 1, "maxLength": 2000,
-                                "description": "What staff did or decided."}},
+        "properties": {"note": {"type": "string", "maxLength": 2000,
+                                "description": "What staff did or decided: required (not "
+                                               "blank) for soon, urgent and emergency "
+                                               "alerts (422 otherwise), optional for info."}},
+    },
+    "FhirBundle": {
+        "type": "object",
+        "description": "A FHIR R4 Bundle (http://hl7.org/fhir/R4/bundle.html); `entry` is "
+                       "absent when nothing matched (FHIR forbids empty arrays).",
+        "required": ["resourceType", "type", "timestamp", "total"],
+        "properties": {
+            "resourceType": {"const": "Bundle"},
+            "type": {"const": "collection"},
+            "timestamp": _TIME,
+            "total": {"type": "integer", "minimum": 0,
+                      "description": "How many QuestionnaireResponses."},
+            "entry": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["fullUrl", "resource"],
+                "properties": {"fullUrl": {"type": "string"},
+                               "resource": {"type": "object", "required": ["resourceType"]}}}},
+        },
     },
     "CheckInStarted": {
         "type": "object",
@@ -299,6 +334,7 @@ _RESPONSES["E401"]["headers"] = {
 _READ_ERRORS = (400, 401)
 _PATIENT_ID = _path_id("patient_id", "patient")
 _ALERT_ID = _path_id("alert_id", "alert")
+_DATE = {"type": "string", "format": "date", "minLength": 10, "maxLength": 10}
 
 
 def _followup_change(verb: str, description: str) -> dict[str, Any]:
@@ -329,7 +365,8 @@ _DOCUMENT: dict[str, Any] = {
     },
     "servers": [{"url": "/api/v1"}],
     "security": [{"bearer": []}],
-    "tags": [{"name": "patients"}, {"name": "alerts"}, {"name": "follow-ups"}],
+    "tags": [{"name": "patients"}, {"name": "alerts"}, {"name": "follow-ups"},
+             {"name": "fhir"}],
     "paths": {
         "/patients": {
             "post": {
@@ -428,6 +465,49 @@ _DOCUMENT: dict[str, Any] = {
                               **_errors(*_READ_ERRORS)},
             },
         },
+        "/alerts/history": {
+            "get": {
+                "operationId": "alert_history",
+                "summary": "Resolved alerts, the most recently resolved first: who "
+                           "acknowledged and resolved each (`acknowledged_by`, "
+                           "`resolved_by`), when, and the note.",
+                "tags": ["alerts"],
+                "parameters": [
+                    *_PAGING,
+                    {"name": "level", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ALERT_LEVELS}},
+                    {"name": "since", "in": "query", "required": False,
+                     "description": "Resolved on or after this date (clinic time).",
+                     "schema": dict(_DATE)},
+                    {"name": "until", "in": "query", "required": False,
+                     "description": "Resolved on or before this date (clinic time).",
+                     "schema": dict(_DATE)},
+                    {"name": "patient_id", "in": "query", "required": False,
+                     "schema": dict(_ID)},
+                ],
+                "responses": {"200": _json(_ref("AlertList"), "A page of resolved alerts."),
+                              **_errors(*_READ_ERRORS)},
+            },
+        },
+        "/fhir/checkins": {
+            "get": {
+                "operationId": "export_checkins",
+                "summary": "The clinic's check-ins started between two dates (inclusive, "
+                           "clinic time; at most three years) as one FHIR R4 collection "
+                           "Bundle: each Questionnaire answered, then one "
+                           "QuestionnaireResponse per check-in. Each patient in it is "
+                           "audited as read.",
+                "tags": ["fhir"],
+                "parameters": [
+                    {"name": "start", "in": "query", "required": True, "schema": dict(_DATE)},
+                    {"name": "end", "in": "query", "required": True, "schema": dict(_DATE)},
+                ],
+                "responses": {
+                    "200": {"description": "A FHIR R4 Bundle.", "content": {
+                        "application/fhir+json": {"schema": _ref("FhirBundle")}}},
+                    **_errors(*_READ_ERRORS)},
+            },
+        },
         "/alerts/{alert_id}/acknowledge": {
             "post": {
                 "operationId": "acknowledge_alert",
@@ -441,7 +521,8 @@ _DOCUMENT: dict[str, Any] = {
         "/alerts/{alert_id}/resolve": {
             "post": {
                 "operationId": "resolve_alert",
-                "summary": "Resolve an alert with a note. Resolving the alert of a final "
+                "summary": "Resolve an alert, with a note (optional for an info alert: "
+                           "`{}` resolves it). Resolving the alert of a final "
                            "follow-up check at level soon or higher closes the episode as "
                            "referred.",
                 "tags": ["alerts"],

@@ -75,6 +75,8 @@ def _query(request: Request, pointer: str, operation: dict[str, Any]) -> dict[st
         name, schema = param["name"], param["schema"]
         raw = request.args.getlist(name)
         if not raw:
+            if param.get("required"):
+                raise ApiError(400, "bad_request", f"query parameter {name!r} is required")
             if "default" in schema:
                 values[name] = schema["default"]
             continue

@@ -6,20 +6,20 @@ from __future__ import annotations
 import base64
 import json
 import zoneinfo
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, g, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from sqlalchemy.exc import IntegrityError
 
 from flows.triage import RULE_TEXT
-from service import clock
+from service import clock, taskqueue
 from service.accounts import api_tokens
 from service.conversations import checkins, consent
 from service.phones import normalize_phone
-from service.records import alerts, audit
+from service.records import alerts, audit, exports
 from service.records import patients as patient_records
 from service.store import get_db
 from service.store.models import Alert, CheckIn, Clinic, Episode, FollowUp, Message, Patient
@@ -90,6 +90,9 @@ def enroll_patient():
     except IntegrityError:
         raise ApiError(409, "conflict",
                        "a patient with this phone number is already enrolled") from None
+    if current_app.config.get("REDIS_URL"):
+        # The consent text goes now (quiet hours still hold it), not at the next beat.
+        taskqueue.send_task("tasks.send_now", config=current_app.config)
     response = jsonify(data)
     response.status_code = 201
     response.headers["Location"] = data["links"]["self"]
@@ -254,12 +257,76 @@ def list_alerts():
         audit.record_reads(session, clinic_id=g.clinic_id,
                            patient_ids=[a.patient_id for a in page], action="patient_read",
                            detail={"via": "list_alerts"}, now=_now(), **_actor())
-        data = [_alert(a) for a in page]
+        data = _alerts(session, page)
     next_key = None
     if more:
         rank, created, last_id = alerts.sort_key(page[-1])
         next_key = (rank, created.isoformat(), last_id)
     return jsonify(_page(data, next_key))
+
+
+@bp.get("/alerts/history")
+def alert_history():
+    """Resolved alerts, the most recently resolved first, with who acknowledged and resolved
+    them, when, and the note."""
+    limit = g.query["limit"]
+    before = _cursor(g.query.get("cursor"), ("resolved_at", "id"))
+    if before is not None:
+        try:
+            before = (datetime.fromisoformat(before[0]), int(before[1]))
+        except (TypeError, ValueError):
+            raise ApiError(400, "bad_request", "the cursor is not one this API gave") from None
+        if before[0].tzinfo is None:
+            raise ApiError(400, "bad_request", "the cursor is not one this API gave")
+    with get_db().transaction() as session:
+        clinic = session.get(Clinic, g.clinic_id)
+        since, until = _date_range(clinic, g.query.get("since"), g.query.get("until"))
+        patient_id = g.query.get("patient_id")
+        rows = alerts.resolved_alerts(
+            session, g.clinic_id, level=g.query.get("level"), since=since, until=until,
+            patient_ids=None if patient_id is None else [patient_id], before=before,
+            limit=limit + 1)
+        page, more = rows[:limit], len(rows) > limit
+        audit.record_reads(session, clinic_id=g.clinic_id,
+                           patient_ids=[a.patient_id for a in page], action="patient_read",
+                           detail={"via": "alert_history"}, now=_now(), **_actor())
+        data = _alerts(session, page)
+    next_key = (page[-1].resolved_at.isoformat(), page[-1].id) if more else None
+    return jsonify(_page(data, next_key, keys=("resolved_at", "id")))
+
+
+def _date_range(clinic: Clinic, since: str | None,
+                until: str | None) -> tuple[datetime | None, datetime | None]:
+    """Clinic-local dates (inclusive) as [since 00:00, the day after until 00:00)."""
+    start = date.fromisoformat(since) if since else None
+    end = date.fromisoformat(until) if until else None
+    if start and end and end < start:
+        raise ApiError(400, "bad_request", "'until' is before 'since'")
+    zone = zoneinfo.ZoneInfo(clinic.timezone)
+    return (datetime.combine(start, time(), zone) if start else None,
+            datetime.combine(end + timedelta(days=1), time(), zone) if end else None)
+
+
+# ---- FHIR ---------------------------------------------------------------------------------
+
+
+@bp.get("/fhir/checkins")
+def export_checkins():
+    """The clinic's check-ins of a date range as one FHIR R4 Bundle."""
+    start, end = date.fromisoformat(g.query["start"]), date.fromisoformat(g.query["end"])
+    now = _now()
+    base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
+    with get_db().transaction() as session:
+        clinic = session.get(Clinic, g.clinic_id)
+        try:
+            bundle, patient_ids = exports.checkins_bundle(session, clinic, start, end, base, now)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        audit.record_reads(session, clinic_id=g.clinic_id, patient_ids=patient_ids,
+                           action="patient_read",
+                           detail={"via": "export_checkins", "start": start.isoformat(),
+                                   "end": end.isoformat()}, now=now, **_actor())
+    return Response(json.dumps(bundle), mimetype="application/fhir+json")
 
 
 def _alert_change(alert_id: int, change) -> Response:
@@ -274,7 +341,7 @@ def _alert_change(alert_id: int, change) -> Response:
             raise ApiError(409, "conflict", str(exc)) from None
         except ValueError as exc:
             raise ApiError(422, "validation_error", str(exc)) from None
-        data = _alert(alert)
+        data = _alerts(session, [alert])[0]
     return jsonify(data)
 
 
@@ -286,7 +353,7 @@ def acknowledge_alert(alert_id: int):
 
 @bp.post("/alerts/<int:alert_id>/resolve")
 def resolve_alert(alert_id: int):
-    note = g.body["note"]
+    note = (g.body or {}).get("note", "")  # optional for an info alert
     return _alert_change(alert_id, lambda session, alert, now: alerts.resolve_alert(
         session, alert, note=note, now=now, **_actor()))
 
@@ -305,9 +372,13 @@ def _cursor(text: str | None, keys: tuple[str, ...]) -> tuple | None:
         raise ApiError(400, "bad_request", "the cursor is not one this API gave") from None
     if keys == ("id",) and (type(values[0]) is not int or not 0 <= values[0] <= openapi.MAX_ID):
         raise ApiError(400, "bad_request", "the cursor is not one this API gave")
-    if keys != ("id",) and not (type(values[0]) is int and 0 <= values[0] <= 10
-                                and isinstance(values[1], str) and type(values[2]) is int
-                                and 0 <= values[2] <= openapi.MAX_ID):
+    if keys == ("rank", "created_at", "id") and not (
+            type(values[0]) is int and 0 <= values[0] <= 10 and isinstance(values[1], str)
+            and type(values[2]) is int and 0 <= values[2] <= openapi.MAX_ID):
+        raise ApiError(400, "bad_request", "the cursor is not one this API gave")
+    if keys == ("resolved_at", "id") and not (
+            isinstance(values[0], str) and type(values[1]) is int
+            and 0 <= values[1] <= openapi.MAX_ID):
         raise ApiError(400, "bad_request", "the cursor is not one this API gave")
     return values
 
@@ -317,10 +388,12 @@ def _encode_cursor(keys: tuple[str, ...], values: tuple) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _page(data: list[dict], next_key: tuple | None) -> dict[str, Any]:
+def _page(data: list[dict], next_key: tuple | None,
+          keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     cursor = None
     if next_key is not None:
-        keys = ("id",) if len(next_key) == 1 else ("rank", "created_at", "id")
+        if keys is None:
+            keys = ("id",) if len(next_key) == 1 else ("rank", "created_at", "id")
         cursor = _encode_cursor(keys, next_key)
     next_url = None
     if cursor is not None:
@@ -403,18 +476,33 @@ def _history(patient: Patient, history: patient_records.History) -> dict[str, An
         })
     return {
         "patient_id": patient.id,
-        "episodes": episodes,
+        "data": episodes,
         "other_checkins": [_checkin(c, by_checkin.get(c.id, [])) for c in history.checkins
                            if c.episode_id is None],
         "other_messages": [_message(m) for m in by_checkin.get(None, [])],
     }
 
 
-def _alert(a: Alert) -> dict[str, Any]:
+def _alerts(session, rows: list[Alert]) -> list[dict[str, Any]]:
+    who = alerts.actors(session, g.clinic_id,
+                        [a.acknowledged_by for a in rows] + [a.resolved_by for a in rows])
+    return [_alert(a, who) for a in rows]
+
+
+def _alert(a: Alert, who: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def actor(key: str | None) -> dict[str, Any] | None:
+        if key is None:
+            return None
+        kind, _, raw = key.partition(":")
+        # An account deleted since still says what it was.
+        return who.get(key) or {"type": kind, "id": int(raw) if raw.isdigit() else None,
+                                "email": None, "name": None}
+
     return {"id": a.id, "patient_id": a.patient_id, "episode_id": a.episode_id,
             "checkin_id": a.checkin_id, "kind": a.kind, "level": a.level,
             "reasons": _reasons(a.reasons), "missing": list(a.missing or []),
             "summary": a.summary or "", "status": a.status, "created_at": _time(a.created_at),
-            "acknowledged_at": _time(a.acknowledged_at), "acknowledged_by": a.acknowledged_by,
-            "resolved_at": _time(a.resolved_at), "resolved_by": a.resolved_by,
+            "acknowledged_at": _time(a.acknowledged_at),
+            "acknowledged_by": actor(a.acknowledged_by),
+            "resolved_at": _time(a.resolved_at), "resolved_by": actor(a.resolved_by),
             "resolution_note": a.resolution_note}

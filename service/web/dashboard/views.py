@@ -545,6 +545,30 @@ def episodes_csv():
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+@bp.get("/exports/checkins.fhir.json")
+@login_required
+def checkins_fhir():
+    """The clinic's check-ins of a date range as one FHIR R4 Bundle; each patient in it is
+    audited as read."""
+    start, end, error = parse_date_range(request.args)
+    if error:
+        flash(error, "error")
+        return redirect(url_for("dashboard.exports_page"))
+    base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
+    with get_db().transaction() as session:
+        clinic = session.get(Clinic, _staff().clinic_id)
+        try:
+            bundle, patient_ids = exports.checkins_bundle(session, clinic, start, end, base,
+                                                          clock.now())
+        except ValueError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("dashboard.exports_page"))
+        _record_reads(session, "checkins_exported", patient_ids)
+    name = f"checkins-{start.isoformat()}-{end.isoformat()}.fhir.json"
+    return Response(json.dumps(bundle, indent=2), mimetype="application/fhir+json",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 @bp.get("/checkins/<int:checkin_id>/fhir.json")
 @login_required
 def checkin_fhir(checkin_id: int):
