@@ -133,7 +133,7 @@ class RedisServer:
                 "--protected-mode", "yes"]
         self.proc = Proc(f"redis-{self.port}-{self.restarts}", argv, env=dict(os.environ),
                          log_dir=self.log_dir)
-        wait_for(self.ping, timeout=10, interval=0.05, what=f"redis on {self.port}")
+        wait_for(self.ping, timeout=30, interval=0.05, what=f"redis on {self.port}")
         return self
 
     def ping(self) -> bool:
@@ -336,7 +336,7 @@ class Stack:
         proc = self._start("web", [str(VENV_BIN / "gunicorn"), "-w", str(workers), "--threads",
                                    str(threads), "-b", f"127.0.0.1:{self.web_port}",
                                    "--graceful-timeout", "3", "service:create_app()"], env)
-        wait_for(lambda: _get(self.web_url + "/healthz") == 200, timeout=30,
+        wait_for(lambda: _get(self.web_url + "/healthz") == 200, timeout=90,
                  what="gunicorn /healthz")
         return proc
 
@@ -349,7 +349,7 @@ class Stack:
             f"{name}@127.0.0.1", "-c", str(concurrency), "--pool", "prefork",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"], env)
         wait_for(lambda: "ready." in proc.log_path.read_text(errors="replace") or
-                 not proc.alive(), timeout=30, what=f"worker {name} ready")
+                 not proc.alive(), timeout=90, what=f"worker {name} ready")
         assert proc.alive(), proc.tail()
         return proc
 
