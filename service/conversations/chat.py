@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 from flows import engine, triage
 from flows.loader import get_flow, load_all, parse_wait
 from flows.sms import count_segments
+from service.accounts.demo import DEMO_CLINIC_NAME, DEMO_NUMBER
 
 HELP = "(type your reply; '/wait 25h' moves the clock on; '/quit' ends)"
 
 
 def run_chat(*, lang: str = "en", followup: bool = False, baseline: int | None = None,
-             final: bool = False, cancer_history: bool | None = None, clinic: str = "Demo Clinic",
+             final: bool = False, cancer_history: bool | None = None,
+             clinic: str = DEMO_CLINIC_NAME, clinic_phone: str = DEMO_NUMBER,
              emergency: str = "911", read: Callable[[str], str] = input,
              write: Callable[[str], None] = print, now: datetime | None = None) -> str | None:
     """Runs one check-in; returns the level's value, or None if the patient quit early."""
@@ -23,7 +25,8 @@ def run_chat(*, lang: str = "en", followup: bool = False, baseline: int | None =
     known = {"cancer_history": bool(cancer_history)} if followup else {}
     # A first follow-up has the final check 14 days later (day 28 -> day 42), named in advice.
     next_check = None if final or not followup else (now + timedelta(days=14)).isoformat()
-    ctx = engine.Context(clinic=clinic, emergency=emergency, clinic_phone="555-0100",
+    # The demo clinic's number as its texts give it (`triage demo seed`: +16175550100).
+    ctx = engine.Context(clinic=clinic, emergency=emergency, clinic_phone=clinic_phone,
                          known=known, baseline_pain_score=baseline, final_check=final,
                          next_check_at=next_check)
     state, actions = engine.start(flow, now, context=ctx, lang=lang)

@@ -63,6 +63,15 @@ def test_spanish_emergency_ends_at_once():
     assert "(check-in emergency_stop)" in result.output
 
 
+def test_advice_names_the_demo_clinics_number_as_its_texts_do():
+    cancer_history = ["no", "no", "no", "yes"] + SELF_CARE[4:]  # urgent: call the clinic today
+    result = chat([], cancer_history)
+    assert result.exit_code == 0, result.output
+    advice = messages_in(result.output)[-1][0]
+    assert "Call Demo Clinic today at +16175550100." in advice  # as `triage demo seed` has it
+    assert "555-0100" not in result.output
+
+
 @pytest.mark.parametrize(("flags", "level"), [(["--cancer-history"], "urgent"), ([], "soon")])
 def test_a_final_follow_up_with_the_same_pain(flags, level):
     result = chat(["--followup", "--baseline", "6", "--final", *flags], ["3", "6"] + ["no"] * 8)
