@@ -71,6 +71,10 @@ class Config:
     DB_STATEMENT_TIMEOUT_MS: int
     DB_LOCK_TIMEOUT_MS: int
     DB_POOL_TIMEOUT_S: float
+    # The connection overrides in the fragment of the webhook URLs set on the Twilio number
+    # (e.g. "rc=3&rp=all"): the server never receives a fragment, but Twilio may sign the URL
+    # with it, so signatures are checked with and without it (service/web/twilio/signature.py).
+    TWILIO_URL_OVERRIDES: str | None
 
     @classmethod
     def from_env(
@@ -151,6 +155,8 @@ class Config:
             DB_STATEMENT_TIMEOUT_MS=_number(raw, "DB_STATEMENT_TIMEOUT_MS", int, 3000, low=0),
             DB_LOCK_TIMEOUT_MS=_number(raw, "DB_LOCK_TIMEOUT_MS", int, 2000, low=0),
             DB_POOL_TIMEOUT_S=_number(raw, "DB_POOL_TIMEOUT_S", float, 3.0, low=0.1),
+            TWILIO_URL_OVERRIDES=(_text(raw.get("TWILIO_URL_OVERRIDES")) or "").lstrip("#")
+            or None,
         )
 
     @property

@@ -1224,3 +1224,37 @@ def test_a_reply_status_with_an_unknown_key_changes_nothing(client, clinic_numbe
     assert post_reply_status(phone, action, new_sid(), "delivered").status_code == 204
     assert counts(db) == before
     assert all(m.status == "replied" for m in rows(db, Message, Message.direction == "out"))
+
+
+@pytest.mark.parametrize("signed_url", [
+    PUBLIC_BASE_URL + "/twilio/sms",  # Twilio leaving the fragment out of its signature
+    PUBLIC_BASE_URL + "/twilio/sms#rc=5&rp=all",  # or signing the URL as configured
+    "https://triage.example.org:443/twilio/sms#rc=5&rp=all",  # with the port
+])
+def test_a_webhook_url_with_connection_overrides_still_verifies(make_app, clinic_number,
+                                                                 signed_url):
+    """The number's webhook is `.../twilio/sms#rc=5&rp=all` (Twilio retries a failed request
+    up to 5 times): the fragment never reaches us, and the signature verifies either way."""
+    app = make_app(TWILIO_URL_OVERRIDES="#rc=5&rp=all")
+    phone = Phone(app.test_client(), PATIENT, clinic_number)
+    form = phone.form("PAIN")
+    assert twiml_messages(phone.post(form, signature=sign(signed_url, form)))
+    other = phone.form("PAIN")
+    forged = sign(PUBLIC_BASE_URL + "/twilio/sms#rc=1", other)  # another fragment: not ours
+    assert phone.post(other, signature=forged).status_code == 403
+
+
+def test_the_fallback_url_takes_the_same_text_once(client, clinic_number, db):
+    """Twilio calls the number's fallback URL when the primary failed (or it thinks so: a
+    reply that did not reach it): the text is handled once, and answered the same."""
+    phone = Phone(client, PATIENT, clinic_number)
+    form = phone.form("PAIN")
+    first = twiml_messages(phone.post(form))
+    retried = {**form, "ErrorCode": "11200", "ErrorUrl": PUBLIC_BASE_URL + "/twilio/sms"}
+    assert twiml_messages(phone.post(retried, path="/twilio/sms/fallback")) == first
+    assert counts(db)["receipts"] == 1 and len(rows(db, Message, Message.direction == "in")) == 1
+    other = phone.form("no")
+    assert phone.post(other, path="/twilio/sms/fallback",
+                      signature=sign(PUBLIC_BASE_URL + "/twilio/sms", other)).status_code == 403
+    assert twiml_messages(phone.post(other, path="/twilio/sms/fallback")) == [
+        ask("intake", "limb_weakness")]

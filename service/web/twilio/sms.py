@@ -88,6 +88,7 @@ def status_url(**query: str) -> str:
 
 
 @bp.post("/sms")
+@bp.post("/sms/fallback")  # the number's fallback URL: the same text, signed on this path
 def sms():
     verify_signature()
     form = request.form
