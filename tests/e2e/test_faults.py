@@ -15,6 +15,9 @@ a lease to run out (a dead worker's rows), the replacement worker starts with it
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
+import signal
 import statistics
 import threading
 import time
@@ -563,3 +566,82 @@ def _post_status(stack, fake, action: str, phone: str, sid: str, status: str,
                          headers={"X-Twilio-Signature": signature,
                                   "Content-Type": "application/x-www-form-urlencoded"}
                          ).status_code
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _post_as_twilio(stack, fake, params: dict, *, retries: int = 5) -> tuple[requests.Response,
+                                                                              int]:
+    """What Twilio does with `#rc=5&rp=all`: a connection refused or reset, a timeout or a 5xx
+    is tried again, up to `retries` more times. Returns the answer and how many retries."""
+    for attempt in range(retries + 1):
+        try:
+            answer = _post_sms(stack, fake, params)
+        except requests.RequestException:
+            answer = None
+        if answer is not None and answer.status_code < 500:
+            return answer, attempt
+        time.sleep(0.5 * (attempt + 1))
+    raise AssertionError(f"{params['MessageSid']} failed {retries + 1} times")
+
+
+def test_kill9_of_every_web_worker_with_twilio_retries_loses_no_text(make_stack, pg_url,
+                                                                     pg_engine, fake, capsys):
+    """gunicorn's workers are all killed with -9, four times, while 20 patients send 200
+    texts; the sender retries as Twilio does with connection overrides. Every text is stored
+    once, each patient's in order: a request killed before its commit left nothing, one killed
+    after it is answered again from its receipt."""
+    number = clinic_phone(0)
+    seed_clinic(pg_url, number=number)
+    stack = make_stack()
+    web = stack.web(workers=2, threads=8)
+    patients = [patient_phone(i) for i in range(20)]
+    order: dict[str, list[str]] = {p: [] for p in patients}
+    retried: list[int] = []
+    kills: list[int] = []
+    done = threading.Event()
+
+    def killer():
+        for _ in range(4):
+            if done.wait(1.5):
+                return
+            workers = _children(web.pid)
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            kills.append(len(workers))
+
+    def patient(i: int, phone: str) -> None:
+        for step, body in enumerate(INTAKE_BODIES):
+            sid = f"SM{i:02d}{step:030d}"
+            answer, retries = _post_as_twilio(stack, fake, {
+                "MessageSid": sid, "AccountSid": fake.account_sid, "From": phone,
+                "To": number, "Body": body, "NumMedia": "0"})
+            assert answer.status_code == 200, answer.text
+            order[phone].append(sid)
+            retried.append(retries)
+
+    chaos = threading.Thread(target=killer, daemon=True)
+    chaos.start()
+    try:
+        with ThreadPoolExecutor(max_workers=len(patients)) as pool:
+            for future in [pool.submit(patient, i, p) for i, p in enumerate(patients)]:
+                future.result()
+    finally:
+        done.set()
+        chaos.join(timeout=10)
+    processed, duplicates = _inbound_by_patient(pg_engine)
+    stored = sum(len(v) for v in processed.values())
+    receipts = scalar(pg_engine, "SELECT count(*) FROM webhook_receipts")
+    report(capsys, f"[kill -9 web workers x{len(kills)}] workers killed={sum(kills)} "
+                   f"texts retried={sum(r > 0 for r in retried)} retries={sum(retried)} "
+                   f"sent=200 stored={stored} expected=200 duplicates={duplicates}")
+    assert len(kills) == 4 and sum(kills) >= 8
+    assert stored == receipts == 200 and duplicates == 0
+    assert processed == order
