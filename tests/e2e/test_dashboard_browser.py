@@ -28,6 +28,7 @@ from service.accounts.clinics import create_clinic
 from service.accounts.staff import create_staff
 from service.conversations import consent
 from service.store import get_db, migrate
+from tests.api.fhir_check import validate_fhir
 from tests.service.sms_helpers import (
     ACCOUNT_SID,
     FOLLOWUP_CLEAR_EN,
@@ -53,6 +54,7 @@ AUTH_TOKEN = "browser-test-token"
 CLINIC_A, CLINIC_B = "+16175550110", "+16175550120"
 PASSWORD = "browser-test-password"
 XSS = "<script>window.__pwned = 1</script>"
+NEWS = "My back feels a little better today."
 
 
 class LiveServer:
@@ -235,11 +237,12 @@ def test_a_nurses_shift_by_keyboard_and_mouse(page, live):
     assert page.locator("li.alert.level-emergency").count() == 0
     assert page.locator("li.alert.level-urgent").count() == 1
 
-    # "ok thanks" from the emergency patient: an info alert, resolved in one click, no note.
-    live.text(emergency_phone, CLINIC_A, "ok thanks")
+    # A text out of the blue from the emergency patient: an info alert (and an early
+    # check-in), resolved in one click, no note.
+    live.text(emergency_phone, CLINIC_A, NEWS)
     info = page.locator("li.alert.level-info")
     info.wait_for()
-    assert "ok thanks" in info.inner_text()
+    assert NEWS in info.inner_text()
     with page.expect_navigation():
         info.get_by_role("button", name="Resolve").click()
     assert page.locator("li.alert.level-info").count() == 0
@@ -262,7 +265,7 @@ def test_a_nurses_shift_by_keyboard_and_mouse(page, live):
     # script text as text.
     page.goto("/dashboard/patients?q=0143")
     page.get_by_role("link", name="+1******0143").first.click()
-    # "ok thanks" started a follow-up: the intake is the second group, collapsed; open it.
+    # Their text started a follow-up: the intake is the second group, collapsed; open it.
     page.locator("details.checkin-group", has_text="Intake check-in (SMS)").locator(
         "summary").click()
     page.get_by_text(XSS).first.wait_for()
@@ -333,6 +336,12 @@ def test_a_nurses_shift_by_keyboard_and_mouse(page, live):
     text = Path(download.value.path()).read_text()
     table = list(csv.DictReader(io.StringIO(text)))
     assert sorted(row["intake_level"] for row in table) == ["emergency", "urgent"]
+    # ... and their check-ins as one FHIR Bundle, valid for an independent validator.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download FHIR Bundle").click()
+    bundle = json.loads(Path(download.value.path()).read_text())
+    validate_fhir(bundle)
+    assert bundle["total"] == 4  # two intakes, two follow-ups (one begun by NEWS)
 
     # Another clinic's patient does not exist for this clinic's staff.
     response = page.goto(f"/dashboard/patients/{live.app.config['CLINIC_B_PATIENT']}")

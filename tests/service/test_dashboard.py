@@ -533,6 +533,18 @@ def test_enrolling_wakes_the_worker_so_the_consent_text_goes_at_once(make_app, d
         broker.close()
 
 
+def test_enrolling_at_night_holds_the_consent_text_and_says_until_when(web, db, monkeypatch):
+    monkeypatch.setenv("TRIAGE_FAKE_NOW", "2026-03-03T07:30:00+00:00")  # 02:30 in New York
+    response = web.post("/dashboard/patients/new", {"phone": "+16175550177", "language": "en",
+                                                    "consent": "yes"})
+    assert response.status_code == 302
+    (consent,) = rows(db, Outbox)
+    assert consent.kind == "consent"
+    assert consent.not_before > datetime(2026, 3, 3, 7, 30, tzinfo=UTC)  # quiet hours hold it
+    page = web.get(response.headers["Location"]).get_data(as_text=True)
+    assert "waits for the end of quiet hours: 2026-03-03 08:00 America/New_York" in page
+
+
 @pytest.mark.parametrize("form, field_error", [
     ({"phone": "+1 555 010 0000"}, "not a valid phone number"),
     ({"phone": "hello"}, "is not a phone number"),
