@@ -389,10 +389,12 @@ def test_opt_out_sends_exactly_one_confirmation_then_silence(
     assert {f.status for f in rows(db, FollowUp)} == {"cancelled"}
     assert rows(db, Outbox, Outbox.id == queued.id)[0].status == "cancelled"
     before = counts(db)
-    for later in ("hello?", "PAIN", "HELP", "yes", "STOP", "please stop texting me"):
+    for later in ("hello?", "yes", "STOP", "please stop texting me"):
         assert phone.text(later) == [], later
+    # HELP is answered even now (carrier rules, CLINICAL.md §7).
+    assert phone.text("HELP") == [say("help", clinic)]
     after = counts(db)
-    assert after["messages"] == before["messages"] + 6  # the texts are kept; no replies
+    assert after["messages"] == before["messages"] + 6  # the texts are kept; one reply
     assert after["checkins"] == before["checkins"] and after["outbox"] == before["outbox"]
 
 
@@ -468,7 +470,8 @@ def test_unsolicited_text_starts_an_early_follow_up_and_alerts_the_clinic(phone,
 
     replies = phone.text("My back got worse since Sunday 😟")
 
-    assert replies == [intro("followup", clinic), ask("followup", "status")]
+    # Minutes after the intake: the opening does not say "a few weeks ago" (CLINICAL.md §6).
+    assert replies == [say("followup.intro.recent", clinic), ask("followup", "status")]
     (alert,) = rows(db, Alert)
     assert (alert.kind, alert.level, alert.episode_id) == ("patient_message", "info", episode.id)
     assert alert.summary == "My back got worse since Sunday 😟"
@@ -936,7 +939,7 @@ def test_odd_bodies_get_a_clear_reply_never_a_500(phone, clinic, db, fields, who
     elif who == "in-conversation":
         assert replies == [ask("intake", "chest_symptoms")]  # unclear: asked again
     else:
-        assert replies == [intro("followup", clinic), ask("followup", "status")]
+        assert replies == [say("followup.intro.recent", clinic), ask("followup", "status")]
         (alert,) = rows(db, Alert, Alert.kind == "patient_message")
         assert alert.summary == (fields.get("Body") or "").replace("\x00", "").strip()
     if who != "unknown-number":
@@ -1200,7 +1203,7 @@ def test_three_twiml_replies_lost_by_the_carrier_raise_the_delivery_alert(client
 
 @pytest.mark.parametrize("code", ["21610", "21211", "21614"])
 def test_a_twiml_reply_refused_for_the_number_is_handled_as_a_send_would_be(
-        client, clinic_number, db, code):
+        client, clinic_number, db, code, make_app, dead_database_url):
     phone = Phone(client, PATIENT, clinic_number)
     (action, _) = reply_actions(phone.send("PAIN"))
     assert post_reply_status(phone, action, new_sid(), "failed",
@@ -1209,6 +1212,10 @@ def test_a_twiml_reply_refused_for_the_number_is_handled_as_a_send_would_be(
     if code == "21610":  # the patient said STOP to Twilio: opted out, nothing more goes out
         assert patient.opted_out
         assert "invalid_number" not in {a.kind for a in rows(db, Alert)}
+        # Nor a holding reply while the database is away (the spool remembers the opt-out).
+        down = make_app(DATABASE_URL=dead_database_url)
+        assert Phone(down.test_client(), PATIENT, clinic_number).text("hello?") == []
+        down.extensions["db_away"].marker.unlink()  # as if 5 s had passed
         assert phone.text("no") == []
     else:
         assert patient.number_invalid

@@ -3,11 +3,12 @@ here), recorded idempotently."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from service import clock
 from service.conversations import consent
 from service.messaging import delivery
+from service.messaging.senders import OPTED_OUT
 from service.store import get_db
 from service.web.twilio import params, voice
 from service.web.twilio.signature import verify_signature
@@ -49,4 +50,7 @@ def status():
     get_db().run(delivery.record_status, sid=sid, status=state, error_code=error_code,
                  now=clock.now(), to=form.get("To"), reply=reply,
                  on_failed=consent.after_failed_delivery)
+    if error_code == OPTED_OUT and form.get("To") and form.get("From"):
+        # Opted out at Twilio: during an outage this patient gets no holding reply either.
+        current_app.extensions["spool"].remember_opt_out(form["From"], form["To"], True)
     return Response("", status=204)
