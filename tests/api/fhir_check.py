@@ -1,12 +1,20 @@
-"""FHIR output checked by an independent validator: the `fhir.resources` R4B models (pydantic,
-generated from HL7's StructureDefinitions), plus FHIR's JSON rule that no array, object or
-string is ever empty (http://hl7.org/fhir/R4/json.html), which those models let through."""
+"""FHIR output checked by independent validators: HL7's own FHIR R4 JSON schema
+(fhir.schema.json, http://hl7.org/fhir/R4/json.html#schema; from npm, see
+tests/e2e/package.json), which checks codes such as a status; the `fhir.resources` R4B models
+(pydantic, generated from HL7's StructureDefinitions), which check types and unknown fields;
+and FHIR's JSON rule that no array, object or string is ever empty, which both let through."""
 
 from __future__ import annotations
 
+import json
+from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from jsonschema import Draft6Validator
+from jsonschema.exceptions import best_match
+
+from tests.e2e.npm_tools import FHIR_R4_SCHEMA, npm_tool
 
 
 def empty_values(value: Any, where: str = "") -> list[str]:
@@ -26,8 +34,18 @@ def empty_values(value: Any, where: str = "") -> list[str]:
     return []
 
 
+@cache
+def _hl7_schema(resource_type: str) -> Draft6Validator:
+    """HL7's schema aimed at one resource type (the whole schema's oneOf only says "not valid
+    under any of the given schemas")."""
+    schema = json.loads(npm_tool(FHIR_R4_SCHEMA).read_text("utf-8"))
+    return Draft6Validator({**schema, "oneOf": [{"$ref": f"#/definitions/{resource_type}"}]})
+
+
 def validate_fhir(resource: dict[str, Any]) -> None:
-    """Raises (pydantic.ValidationError or AssertionError) unless `resource` is valid FHIR."""
+    """Raises (AssertionError, pydantic.ValidationError) unless `resource` is valid FHIR."""
     assert empty_values(resource) == [], f"FHIR forbids empty values: {empty_values(resource)}"
+    error = best_match(_hl7_schema(resource["resourceType"]).iter_errors(resource))
+    assert error is None, f"HL7 FHIR R4 schema: {error.message[:300]} at {list(error.path)}"
     model = get_fhir_model_class(resource["resourceType"])
     model.model_validate(resource)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-import subprocess
 import threading
 import urllib.parse
 import urllib.request
@@ -29,6 +27,7 @@ from service.accounts.staff import create_staff
 from service.conversations import consent
 from service.store import get_db, migrate
 from tests.api.fhir_check import validate_fhir
+from tests.e2e.npm_tools import AXE_JS, npm_tool
 from tests.service.sms_helpers import (
     ACCOUNT_SID,
     FOLLOWUP_CLEAR_EN,
@@ -43,8 +42,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-E2E = Path(__file__).resolve().parent
-AXE_JS = E2E / "node_modules" / "axe-core" / "axe.min.js"
 WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -112,14 +109,7 @@ def live(postgres_server, tmp_path_factory) -> Iterator[LiveServer]:
 @pytest.fixture(scope="module")
 def axe_script() -> Path:
     """axe-core, installed from the npm registry by its lock file when it is not there yet."""
-    if not AXE_JS.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is missing (apt-get install -y npm): axe-core comes from npm",
-                        pytrace=False)
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefix", str(E2E)],
-                       check=True, timeout=300)
-    return AXE_JS
+    return npm_tool(AXE_JS)
 
 
 def assert_accessible(page, state: str) -> None:
