@@ -8,6 +8,7 @@ numbers or answers.
 
 from __future__ import annotations
 
+import collections
 import logging
 
 from celery import shared_task
@@ -18,7 +19,7 @@ from service.followups import oncall
 from service.followups import schedule as followups
 from service.messaging import outbox
 from service.messaging.spool import Spool
-from service.store.models import CheckIn, FollowUp, Patient
+from service.store.models import CheckIn, Patient
 
 log = logging.getLogger("tasks")
 
@@ -77,12 +78,14 @@ def send_outbox(self, outbox_ids: list[int]) -> list[str]:
 # ---- follow-ups ---------------------------------------------------------------------------
 
 
-MAX_DISPATCH_BATCHES = 25  # at most 5,000 follow-ups claimed per beat run
+MAX_DISPATCH_BATCHES = 10  # at most 10,000 follow-ups claimed per beat run
+START_BATCH = 100  # follow-ups one start task takes (one transaction)
 
 
 @shared_task(bind=True, name="tasks.dispatch_due_followups")
 def dispatch_due_followups(self) -> int:
-    """Beat: claims due follow-ups (with a lease) and queues one start task for each.
+    """Beat: claims due follow-ups (with a lease, one statement per batch) and queues one start
+    task per START_BATCH of them.
 
     A full batch is followed by another, so a morning's worth of follow-ups released from quiet
     hours starts within minutes, not one batch a minute; MAX_DISPATCH_BATCHES bounds one run.
@@ -92,27 +95,67 @@ def dispatch_due_followups(self) -> int:
     for _ in range(MAX_DISPATCH_BATCHES):
         with rt.db.transaction() as session:
             claimed = followups.claim_due(session, rt.now())
-        for followup_id in claimed:  # after the commit: a start task must see the claim
-            _queue(self, "tasks.start_followup", followup_id)
+        for at in range(0, len(claimed), START_BATCH):  # after the commit: see the claim
+            _queue(self, "tasks.start_followups", claimed[at:at + START_BATCH])
         total += len(claimed)
         if len(claimed) < followups.CLAIM_BATCH:
             break
     return total
 
 
+def _start_in_one_transaction(rt, followup_ids: list[int], now) -> tuple[dict, set[str]]:
+    with rt.db.transaction() as session:
+        outcomes = followups.start_claimed_batch(session, followup_ids, now)
+        return outcomes, followups.patient_numbers(
+            session, [i for i, result in outcomes.items() if result == "started"])
+
+
+def _start_batch(task, followup_ids: list[int]) -> dict[int, str]:
+    rt = _rt(task)
+    now = rt.now()
+    try:
+        outcomes, numbers = _start_in_one_transaction(rt, followup_ids, now)
+    except DB_DOWN:
+        raise  # the whole batch is retried; what started meanwhile is skipped then
+    except Exception:
+        if len(followup_ids) == 1:
+            raise
+        # One follow-up that cannot start must not hold up the others: each on its own. One
+        # that fails again stays claimed and is claimed again once its lease ran out.
+        log.exception("start_followups: the batch failed; starting its follow-ups one by one")
+        outcomes, numbers = {}, set()
+        for followup_id in followup_ids:
+            try:
+                one, to = _start_in_one_transaction(rt, [followup_id], now)
+            except DB_DOWN:
+                raise
+            except Exception:
+                log.exception("start_followups: follow-up %s could not be started",
+                              followup_id)
+                one, to = {followup_id: "failed"}, set()
+            outcomes.update(one)
+            numbers |= to
+    counts = collections.Counter(outcomes.values())
+    log.info("start_followups followups=%d %s", len(outcomes),
+             " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if numbers:  # their first texts go out now, not at the next beat
+        with rt.db.transaction() as session:
+            _send_batches(task, outbox.due_batches(session, now, to_numbers=numbers,
+                                                   limit=max(500, 4 * len(numbers))))
+    return outcomes
+
+
+@shared_task(bind=True, name="tasks.start_followups", **RETRY)
+def start_followups(self, followup_ids: list[int]) -> dict[str, int]:
+    """Starts claimed follow-ups in one transaction, then queues the texts of those started;
+    returns how many had each outcome (`failed`: could not be started, left claimed)."""
+    return dict(collections.Counter(_start_batch(self, followup_ids).values()))
+
+
 @shared_task(bind=True, name="tasks.start_followup", **RETRY)
 def start_followup(self, followup_id: int) -> str:
-    rt = _rt(self)
-    now = rt.now()
-    with rt.db.transaction() as session:
-        result = followups.start_claimed(session, followup_id, now)
-        followup = session.get(FollowUp, followup_id)
-        to = followup.patient.phone_e164 if result == "started" else None
-    log.info("start_followup followup_id=%s outcome=%s", followup_id, result)
-    if to is not None:
-        with rt.db.transaction() as session:
-            _send_batches(self, outbox.due_batches(session, now, to_number=to))
-    return result
+    """One follow-up (a message queued before start tasks took batches): a batch of one."""
+    return _start_batch(self, [followup_id])[followup_id]
 
 
 # ---- conversations: reminders and timeouts -------------------------------------------------

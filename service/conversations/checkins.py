@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # A follow-up due while another conversation is going on is tried again after this.
 DEFER_RECHECK = timedelta(minutes=15)
+# An early check this soon after the last check does not open with "a few weeks ago".
+RECENT_CHECK = timedelta(days=14)
 
 
 class CheckInError(Exception):
@@ -56,6 +58,7 @@ def engine_context(session, clinic, patient, kind, now, followup: FollowUp | Non
     baseline = None
     final_check = False
     next_check_at = None
+    recent = False
     if kind == "intake":
         if patient.date_of_birth:
             known["age_years"] = age_on(patient.date_of_birth, now.date())
@@ -74,13 +77,17 @@ def engine_context(session, clinic, patient, kind, now, followup: FollowUp | Non
                 final_check = True
             else:
                 next_check_at = upcoming[0].due_at.isoformat()
+            if followup is None:  # an early check: the patient wrote in
+                ended = [c.completed_at for c in episode.checkins if c.completed_at is not None]
+                recent = bool(ended) and now - max(ended) < RECENT_CHECK
         else:
             known["cancer_history"] = False
     return engine.Context(
         clinic=clinic.name, emergency=clinic.emergency_number, clinic_phone=clinic.phone,
         timezone=timezone_of(patient, clinic),
         followup_days=(clinic.followup_first_day, clinic.followup_final_day), known=known,
-        baseline_pain_score=baseline, final_check=final_check, next_check_at=next_check_at)
+        baseline_pain_score=baseline, final_check=final_check, next_check_at=next_check_at,
+        recent_check=recent)
 
 
 def age_on(born: date, today: date) -> int:
@@ -88,7 +95,10 @@ def age_on(born: date, today: date) -> int:
 
 
 def start(session, clinic, patient, kind, now, *, reply: bool,
-           followup: FollowUp | None = None, channel: str = "sms") -> list[str]:
+           followup: FollowUp | None = None, channel: str = "sms", flush: bool = True
+           ) -> list[str]:
+    """Starts a conversation. `flush=False`: the caller's next flush writes it (a batch of
+    follow-ups writes all its check-ins and texts together); its id is not known till then."""
     flow = get_flow(kind)
     ctx = engine_context(session, clinic, patient, kind, now, followup)
     state, actions = engine.start(flow, now, context=ctx, lang=patient.language, channel=channel)
@@ -102,10 +112,11 @@ def start(session, clinic, patient, kind, now, *, reply: bool,
                       followup_id=followup.id if followup else None,
                       next_event_at=engine.next_event_at(state))
     session.add(checkin)
-    session.flush()
     if followup is not None:
-        followup.checkin_id = checkin.id
-    log.info("check-in %s started (%s, %s)", checkin.id, kind, channel)
+        followup.checkin = checkin  # by relationship: the id may come with a later flush
+    if flush:
+        session.flush()
+        log.info("check-in %s started (%s, %s)", checkin.id, kind, channel)
     return _apply(session, clinic, patient, checkin, state, actions, now, reply=reply)
 
 
@@ -130,9 +141,9 @@ def _apply(session, clinic, patient, checkin, state, actions, now, *, reply: boo
             _complete(session, clinic, patient, checkin, action, now)
     if reply:
         return texts
-    for text in texts:
+    for text in texts:  # written with the unit of work's next flush (a batch: all together)
         outbox.enqueue(session, clinic=clinic, patient=patient, body=text, kind="checkin",
-                       now=now, tz=timezone_of(patient, clinic), checkin=checkin)
+                       now=now, tz=timezone_of(patient, clinic), checkin=checkin, flush=False)
     return []
 
 
@@ -266,8 +277,13 @@ def start_checkin_now(session: Session, clinic: Clinic, patient: Patient, now: d
     return f"{kind}_started"
 
 
-def start_followup(session: Session, followup: FollowUp, now: datetime) -> str:
-    """Starts a due follow-up check by SMS. Returns started / deferred / cancelled / quiet."""
+def start_followup(session: Session, followup: FollowUp, now: datetime, *,
+                   in_conversation: bool | None = None, flush: bool = True) -> str:
+    """Starts a due follow-up check by SMS. Returns started / deferred / cancelled / quiet.
+
+    `in_conversation`: whether the patient has a conversation going on, when the caller
+    already looked (a batch asks once for all its patients); None looks it up here.
+    `flush=False`: the check-in and its texts are written with the caller's next flush."""
     patient, episode = followup.patient, followup.episode
     clinic = session.get(Clinic, followup.clinic_id)
     if patient.opted_out or patient.erased_at or episode.status != "open":
@@ -278,14 +294,17 @@ def start_followup(session: Session, followup: FollowUp, now: datetime) -> str:
     if allowed != now:
         followup.status, followup.due_at, followup.claimed_until = "scheduled", allowed, None
         return "quiet"
-    if active_checkin(session, patient.id) is not None:
+    if in_conversation is None:
+        in_conversation = active_checkin(session, patient.id) is not None
+    if in_conversation:
         # One conversation at a time: this one waits until the current one ends, looked at
         # again every DEFER_RECHECK rather than at every beat (a conversation can last days).
         followup.status, followup.claimed_until = "scheduled", None
         followup.due_at = now + DEFER_RECHECK
         return "deferred"
     followup.status, followup.attempts = "started", followup.attempts + 1
-    start(session, clinic, patient, "followup", now, reply=False, followup=followup)
+    start(session, clinic, patient, "followup", now, reply=False, followup=followup,
+          flush=flush)
     return "started"
 
 

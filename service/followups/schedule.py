@@ -1,10 +1,11 @@
 """The follow-up schedule: claiming due follow-ups with a lease, starting them, and reporting.
 
-A follow-up is a row (DESIGN.md): the beat claims due rows atomically (`FOR UPDATE SKIP
-LOCKED` on PostgreSQL; a guarded UPDATE that only one claimer can win, on both backends), each
-claim lasting `LEASE`, so a row claimed by a worker that died is claimed again once its lease
-ran out. Starting a claimed row is `checkins.start_followup` (quiet hours, a conversation in
-progress, cancellation), under the patient's lock.
+A follow-up is a row (DESIGN.md): the beat claims a batch of due rows in one statement (`FOR
+UPDATE SKIP LOCKED` on PostgreSQL; the UPDATE repeats the due test, so on both backends only
+one claimer wins a row), each claim lasting `LEASE`, so a row claimed by a worker that died is
+claimed again once its lease ran out. Starting claimed rows is `checkins.start_followup` for
+each (quiet hours, a conversation in progress, cancellation), under the patients' locks, a
+batch in one unit of work with shared lookups and one write.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from service.conversations import checkins
-from service.store.models import FollowUp, Outbox, Patient
+from service.store.models import CheckIn, Clinic, Episode, FollowUp, Outbox, Patient
 from service.store.queries import followup_due, outbox_due
 
 log = logging.getLogger(__name__)
@@ -29,47 +30,108 @@ CLAIM_BATCH = 200
 
 def claim_due(session: Session, now: datetime, *, limit: int = CLAIM_BATCH,
               lease: timedelta = LEASE) -> list[int]:
-    """Claims due follow-ups (and those whose claim expired); returns their ids, oldest first."""
-    query = sa.select(FollowUp.id).where(followup_due(now)).order_by(FollowUp.due_at, FollowUp.id)
-    query = query.limit(limit)
+    """Claims due follow-ups (and those whose claim expired) in one statement; returns their
+    ids, oldest first."""
+    due = (sa.select(FollowUp.id).where(followup_due(now))
+           .order_by(FollowUp.due_at, FollowUp.id).limit(limit))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    claimed = []
-    for followup_id in session.execute(query).scalars().all():
-        # The guard makes the claim safe even without row locks: one claimer wins the UPDATE.
-        won = session.execute(
-            sa.update(FollowUp).where(FollowUp.id == followup_id, followup_due(now))
-            .values(status="claimed", claimed_until=now + lease)
-            .execution_options(synchronize_session=False)).rowcount
-        if won:
-            claimed.append(followup_id)
+        # Rows another claimer holds are passed over, not waited for. (SQLite runs one writer
+        # at a time, so there the statement alone is atomic.)
+        due = due.with_for_update(skip_locked=True)
+    # The guard repeats the due test on the row being updated: a claim is safe even where a
+    # row lock is not taken, and a row claimed meanwhile is never claimed twice.
+    claim = (sa.update(FollowUp).where(FollowUp.id.in_(due.scalar_subquery()), followup_due(now))
+             .values(status="claimed", claimed_until=now + lease)
+             .returning(FollowUp.id, FollowUp.due_at)
+             .execution_options(synchronize_session=False))
+    claimed = [row.id for row in sorted(session.execute(claim), key=lambda r: (r.due_at, r.id))]
     if claimed:
         log.info("claimed %d due follow-up(s)", len(claimed))
     return claimed
 
 
 def start_claimed(session: Session, followup_id: int, now: datetime) -> str:
-    """Starts one claimed follow-up; returns started / quiet / deferred / cancelled / paused /
-    skipped (not ours any more: started by another worker, cancelled, or gone)."""
-    followup = session.get(FollowUp, followup_id)
-    if followup is None:
-        return "skipped"
-    # The patient first (the webhook's lock order), then the follow-up.
-    session.execute(sa.select(Patient.id).where(Patient.id == followup.patient_id)
-                    .with_for_update())
-    followup = session.execute(sa.select(FollowUp).where(FollowUp.id == followup_id)
-                               .with_for_update().execution_options(populate_existing=True)
-                               ).scalar_one()
-    if followup.status != "claimed":
-        return "skipped"
+    """Starts one claimed follow-up: `start_claimed_batch` of one."""
+    return start_claimed_batch(session, [followup_id], now)[followup_id]
+
+
+def start_claimed_batch(session: Session, followup_ids: list[int], now: datetime
+                        ) -> dict[int, str]:
+    """Starts claimed follow-ups in one unit of work, in the order given; returns each one's
+    outcome: started / quiet / deferred / cancelled / paused / skipped (not ours any more:
+    started by another worker, cancelled, or gone).
+
+    The lookups are shared (one query each for the follow-ups, their patients, episodes,
+    clinics and the patients' conversations in progress), and the caller commits the batch
+    once. An error rolls the whole batch back, every follow-up still claimed: the caller then
+    starts them one by one (`tasks.start_followups`), so one that cannot start holds up only
+    itself until its lease runs out.
+    """
+    ids = list(dict.fromkeys(followup_ids))
+    outcomes = dict.fromkeys(ids, "skipped")
+    patient_ids = sorted(set(session.execute(
+        sa.select(FollowUp.patient_id).where(FollowUp.id.in_(ids))).scalars()))
+    if not patient_ids:
+        return outcomes
+    # The patients first (the webhook's lock order), then the follow-ups; patients in id order
+    # so that two batches sharing a patient never wait for each other in a cycle.
+    patients = session.execute(sa.select(Patient).where(Patient.id.in_(patient_ids))
+                               .order_by(Patient.id).with_for_update()
+                               .execution_options(populate_existing=True)).scalars().all()
+    rows = {f.id: f for f in session.execute(
+        sa.select(FollowUp).where(FollowUp.id.in_(ids)).order_by(FollowUp.id).with_for_update()
+        .execution_options(populate_existing=True)).scalars()}
+    claimed = [rows[i] for i in ids if i in rows and rows[i].status == "claimed"]
+    if not claimed:
+        return outcomes
+    # Held here: the session keeps loaded rows only while something refers to them.
+    loaded = (patients, _prefetch(session, claimed))
+    in_conversation = set(session.execute(sa.select(CheckIn.patient_id).where(
+        CheckIn.patient_id.in_({f.patient_id for f in claimed}),
+        CheckIn.status == "active")).scalars())
+    for followup in claimed:
+        outcomes[followup.id] = result = _start_one(
+            session, followup, now, followup.patient_id in in_conversation)
+        if result == "started":
+            in_conversation.add(followup.patient_id)
+        log.info("follow-up %s (%s) of episode %s: %s", followup.id, followup.kind,
+                 followup.episode_id, result)
+    del loaded
+    return outcomes
+
+
+def patient_numbers(session: Session, followup_ids: list[int]) -> set[str]:
+    """The phone numbers of these follow-ups' patients (whose texts a start just queued)."""
+    if not followup_ids:
+        return set()
+    return set(session.execute(
+        sa.select(Patient.phone_e164).join(FollowUp, FollowUp.patient_id == Patient.id)
+        .where(FollowUp.id.in_(followup_ids))).scalars())
+
+
+def _start_one(session: Session, followup: FollowUp, now: datetime, in_conversation: bool
+               ) -> str:
     if followup.patient.number_invalid and not followup.patient.opted_out:
         # Texts cannot reach this number: wait for staff to correct it (alerted when found).
         followup.status, followup.claimed_until = "paused", None
         return "paused"
-    result = checkins.start_followup(session, followup, now)
-    log.info("follow-up %s (%s) of episode %s: %s", followup.id, followup.kind,
-             followup.episode_id, result)
-    return result
+    # Written with the batch's one flush (the caller's next query, or its commit).
+    return checkins.start_followup(session, followup, now, in_conversation=in_conversation,
+                                   flush=False)
+
+
+def _prefetch(session: Session, followups: list[FollowUp]) -> list:
+    """Loads what starting these follow-ups reads (episode with its check-ins and follow-ups,
+    the clinic with its numbers) in one query per table instead of one per follow-up."""
+    episode_ids = {f.episode_id for f in followups}
+    episodes = session.execute(
+        sa.select(Episode).where(Episode.id.in_(episode_ids))
+        .options(selectinload(Episode.checkins), selectinload(Episode.followups))
+    ).scalars().all()
+    clinics = session.execute(
+        sa.select(Clinic).where(Clinic.id.in_({f.clinic_id for f in followups}))
+        .options(selectinload(Clinic.numbers))).scalars().all()
+    return [*episodes, *clinics]
 
 
 # ---- operations ---------------------------------------------------------------------------

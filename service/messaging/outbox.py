@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,16 +39,22 @@ def retry_delay(attempts: int) -> timedelta:
 
 def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: datetime,
             patient: Patient | None = None, to: str | None = None, tz: str | None = None,
-            checkin=None, alert=None, quiet: bool = True) -> Outbox:
-    """Queues a message; with a timezone and `quiet`, it waits for 08:00-21:00 local time."""
+            checkin=None, alert=None, quiet: bool = True, flush: bool = True) -> Outbox:
+    """Queues a message; with a timezone and `quiet`, it waits for 08:00-21:00 local time.
+
+    `flush=False` leaves the row to the unit of work's next flush or its commit (its id is
+    not known until then), so that texts queued together are written together."""
     not_before = quiet_hours.next_allowed(now, tz) if (quiet and tz) else now
     row = Outbox(clinic_id=clinic.id, patient_id=patient.id if patient else None,
                  checkin_id=checkin.id if checkin else None, alert_id=alert.id if alert else None,
                  kind=kind, to_number=to or patient.phone_e164,
                  from_number=clinic.numbers[0].phone_e164 if clinic.numbers else None,
                  body=body, status="pending", not_before=not_before, created_at=now)
+    if checkin is not None and checkin.id is None:
+        row.checkin = checkin  # not written yet either: its id comes with the same flush
     session.add(row)
-    session.flush()
+    if flush:
+        session.flush()
     mark_send_soon(session)
     return row
 
@@ -56,12 +62,15 @@ def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: date
 
 
 def due_batches(session: Session, now: datetime, *, to_number: str | None = None,
-                limit: int = 500) -> list[list[int]]:
+                to_numbers: Iterable[str] | None = None, limit: int = 500) -> list[list[int]]:
     """Due rows grouped by recipient, each group in queue order: one task sends one group, so
-    one patient's texts go out in order while different patients' go out side by side."""
+    one patient's texts go out in order while different patients' go out side by side.
+    `to_number` / `to_numbers`: only the rows to this recipient / these recipients."""
     query = sa.select(Outbox.id, Outbox.to_number).where(outbox_due(now))
     if to_number is not None:
         query = query.where(Outbox.to_number == to_number)
+    if to_numbers is not None:
+        query = query.where(Outbox.to_number.in_(list(to_numbers)))
     groups: dict[str, list[int]] = {}
     for row_id, to in session.execute(query.order_by(Outbox.id).limit(limit)):
         groups.setdefault(to, []).append(row_id)
