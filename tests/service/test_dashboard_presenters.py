@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from flows.triage import RULE_TEXT
-from service.store.models import CheckIn, Episode
+from service.store.models import Alert, CheckIn, Episode, Message
 from service.web.dashboard import presenters
 from service.web.dashboard.forms import parse_enroll
 
@@ -79,3 +79,37 @@ def test_enroll_form_reads_and_normalizes():
     assert (data.phone, data.name, data.date_of_birth, data.language, data.timezone,
             data.calls_allowed) == ("+16175550142", "Ana Rivera", date(1961, 4, 2), "es",
                                     None, False)
+
+
+def test_the_timeline_groups_by_checkin_and_reads_each_conversation_in_order():
+    """Texts of one turn share a timestamp: ids, not the clock, give their order; the check-in
+    starts before its texts and ends after its alert."""
+    intake = CheckIn(id=1, kind="intake", channel="sms", status="completed", level="urgent",
+                     reasons=["SYSTEMIC"], started_at=NOW, completed_at=NOW)
+    later = CheckIn(id=2, kind="followup", channel="sms", status="active", final_check=False,
+                    started_at=NOW + timedelta(days=28))
+    same = NOW  # the whole intake in one instant
+    texts = [Message(id=12, direction="out", channel="sms", body="Question 2", checkin_id=1,
+                     created_at=same, status="delivered"),
+             Message(id=10, direction="out", channel="sms", body="Question 1", checkin_id=1,
+                     created_at=same, status="delivered"),
+             Message(id=11, direction="in", channel="sms", body="yes", checkin_id=1,
+                     created_at=same),
+             Message(id=13, direction="in", channel="sms", body="PAIN", checkin_id=None,
+                     created_at=same - timedelta(seconds=1))]
+    alert = Alert(id=5, kind="triage", level="urgent", checkin_id=1, created_at=same,
+                  status="open", summary="")
+    entries = presenters.timeline(checkins=[later, intake], messages=texts, queued=[],
+                                  alerts=[alert], followups=[], episodes=[])
+    groups = presenters.timeline_groups(entries, [intake, later])
+    assert [(g.title, g.open) for g in groups] == [
+        ("Follow-up check-in (SMS)", True), ("Intake check-in (SMS)", False),
+        ("Outside a check-in", False)]
+    assert (groups[0].outcome, groups[1].outcome, groups[1].level) == (
+        "in progress", "completed: Urgent", "urgent")
+    assert [(e.title, e.text) for e in groups[1].entries] == [
+        ("Intake check-in started (SMS)", ""), ("Clinic SMS (delivered)", "Question 1"),
+        ("Patient SMS", "yes"), ("Clinic SMS (delivered)", "Question 2"),
+        ("Alert raised: Check-in result (Urgent)", ""),
+        ("Intake check-in completed: Urgent", "")]
+    assert [e.text for e in groups[2].entries] == ["PAIN"]
