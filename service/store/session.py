@@ -49,8 +49,9 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True,
                 **kwargs: Any) -> Engine:
     """An engine for SQLite or PostgreSQL; creating it does not connect.
 
-    PostgreSQL: connect and pool checkout are bounded. With a statement_timeout (Database
-    gives one; migrations and tools run without), each transaction starts with it and with
+    PostgreSQL: connect and pool checkout are bounded. With a statement_timeout (the web and
+    the worker give theirs, bounds_from_config; migrations, seeding and benchmarks run
+    without), each transaction starts with it and with
     lock_timeout, and every round trip is bounded too (the server's statement_timeout cannot
     fire for a statement that never reached it).
 
@@ -220,8 +221,6 @@ class Database:
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
-        engine_kwargs.setdefault("statement_timeout_ms", STATEMENT_TIMEOUT_MS)
-        engine_kwargs.setdefault("lock_timeout_ms", LOCK_TIMEOUT_MS)
         self.engine = make_engine(url, **engine_kwargs)
         self.sessionmaker: sessionmaker[Session] = sessionmaker(
             bind=self.engine, expire_on_commit=False
