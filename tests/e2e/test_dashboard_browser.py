@@ -12,11 +12,13 @@ import csv
 import io
 import json
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from werkzeug.serving import make_server
@@ -26,7 +28,9 @@ from service.accounts.clinics import create_clinic
 from service.accounts.staff import create_staff
 from service.conversations import consent
 from service.store import get_db, migrate
+from service.web.dashboard.forms import timezones
 from tests.api.fhir_check import validate_fhir
+from tests.e2e.harness import RedisServer, Stack
 from tests.e2e.npm_tools import AXE_JS, npm_tool
 from tests.service.sms_helpers import (
     ACCOUNT_SID,
@@ -87,8 +91,13 @@ def live(postgres_server, tmp_path_factory) -> Iterator[LiveServer]:
     url = postgres_server.create_database()
     migrate.upgrade(url)
     tmp = tmp_path_factory.mktemp("browser")
+    # A real worker on a private Redis: what the dashboard asks to send goes out at once.
+    broker = RedisServer(tmp).start()
+    stack = Stack(database_url=url, redis=broker, fake_url="", account_sid="", auth_token="",
+                  log_dir=tmp)  # no Twilio credentials: the worker's dry-run sender
+    stack.worker("browser", concurrency=1)
     app = create_app({"ENV": "development", "DATABASE_URL": url,
-                      "SECRET_KEY": "browser-test-secret",
+                      "SECRET_KEY": "browser-test-secret", "REDIS_URL": broker.url,
                       "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "BROKER_DIR": str(tmp / "broker"),
                       "SPOOL_DIR": str(tmp / "spool"), "DASHBOARD_POLL_SECONDS": 0.5})
     now = datetime.now(UTC)
@@ -100,10 +109,14 @@ def live(postgres_server, tmp_path_factory) -> Iterator[LiveServer]:
         other = consent.enroll_patient(session, b, phone="+16175550199", name="B Patient",
                                         now=now)
     app.config["CLINIC_B_PATIENT"] = other.id
-    with LiveServer(app) as server:
-        yield server
-    get_db(app).dispose()
-    postgres_server.drop_database(url)
+    try:
+        with LiveServer(app) as server:
+            yield server
+    finally:
+        stack.stop()
+        broker.stop()
+        get_db(app).dispose()
+        postgres_server.drop_database(url)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +137,13 @@ def assert_accessible(page, state: str) -> None:
                           (n) => n.target.join(" ") + " :: " + (n.failureSummary || ""))}));
     }""", WCAG_AA)
     assert found == [], f"axe on {state}:\n{json.dumps(found, indent=1)}"
+
+
+def daytime_zone() -> str:
+    """A timezone of the enrolment form's list where it is early afternoon now."""
+    now = datetime.now(UTC)
+    return next(zone for zone in timezones()
+                if 12 <= now.astimezone(ZoneInfo(zone)).hour <= 15)
 
 
 def tab_to(page, target, *, limit: int = 120) -> None:
@@ -309,14 +329,27 @@ def test_a_nurses_shift_by_keyboard_and_mouse(page, live):
     assert_accessible(page, "the enrolment form with errors")
     page.get_by_label("Date of birth").fill("1961-04-02")
     page.get_by_label("Language").select_option("es")
+    zone = daytime_zone()  # where texts may go now (quiet hours would hold the consent text)
+    page.get_by_label("Timezone").select_option(zone)
     page.get_by_label("The patient agreed").check()
+    enrolled_at = time.monotonic()
     page.get_by_role("button", name="Enroll").click()
     page.get_by_role("heading", name="Ana Rivera").wait_for()
+    assert "going out now" in page.locator("p.flash").inner_text()
     assert "+16175550177" in page.locator("dl.facts").inner_text()
     assert "waiting for YES" in page.locator("dl.facts").inner_text()
-    # The consent text is there at once (queued for the worker; no follow-up buttons yet).
-    assert page.get_by_text("Queued SMS (consent)").first.is_visible()
-    assert page.get_by_role("button", name="Pause follow-ups").count() == 0
+    assert zone in page.locator("dl.facts").inner_text()
+    assert page.get_by_role("button", name="Pause follow-ups").count() == 0  # none pending
+    # The consent text goes at once (the worker is woken), not at the next beat: there is no
+    # beat here at all.
+    sent = page.locator("li.entry-message_out", has_text="Responda SÍ para empezar")
+    for _ in range(40):
+        if sent.count():
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    assert sent.count() == 1, "the consent text was not sent"
+    print(f"consent text sent {time.monotonic() - enrolled_at:.1f} s after Enroll")
 
     # Export the episodes of the last 30 days as CSV.
     page.get_by_role("link", name="Exports").click()
