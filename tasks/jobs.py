@@ -78,7 +78,7 @@ def send_outbox(self, outbox_ids: list[int]) -> list[str]:
 # ---- follow-ups ---------------------------------------------------------------------------
 
 
-MAX_DISPATCH_BATCHES = 10  # at most 10,000 follow-ups claimed per beat run
+MAX_DISPATCH_BATCHES = 20  # at most 10,000 follow-ups claimed per beat run
 START_BATCH = 100  # follow-ups one start task takes (one transaction)
 
 

@@ -24,7 +24,7 @@ from service.store.queries import followup_due, outbox_due
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=5)
-CLAIM_BATCH = 200
+CLAIM_BATCH = 500
 
 
 
