@@ -28,6 +28,7 @@ from service.conversations import checkins, consent, inbound
 from service.logs import mask_phone
 from service.messaging import outbox
 from service.phones import normalize_phone
+from service.records.alerts import raise_alert
 from service.store import queries
 from service.store.models import Call, Patient
 from service.voice import context, replies
@@ -281,6 +282,8 @@ def silence(session: Session, *, call_sid: str, turn: int | None, now: datetime)
     call.silences += 1
     if call.stage == "advice":
         return context.reply_with(session, ctx, VoiceReply(say=(context.line_for(ctx, "voice.goodbye"),), hangup=True))
+    if call.stage == "offer" and call.pending.get("after") == "dial":
+        return _leave_message(session, ctx)  # nobody answered, and the caller said nothing
     if call.stage == "offer":
         return context.reply_with(session, ctx, _end_kept(session, ctx))
     if call.stage == "language":
@@ -327,6 +330,73 @@ def offer(session: Session, *, call_sid: str, turn: int | None, digits: str = ""
 
 def _connect(ctx: CallContext) -> VoiceReply:
     return VoiceReply(say=(context.line_for(ctx, "voice.connecting"),), dial=ctx.clinic.phone, hangup=True)
+
+
+# <Dial>'s outcomes (DialCallStatus) that mean someone at the clinic took the call.
+DIAL_ANSWERED = ("completed", "answered")
+
+
+def dialed(session: Session, *, call_sid: str, turn: int | None, status: str,
+           now: datetime) -> VoiceReply:
+    """POST /twilio/voice/dialed (the <Dial>'s action): the clinic's line answered, or nobody
+    did (busy, no answer, failed). Then the caller is not hung up on: they may finish by text
+    or leave a message for the clinic."""
+    ctx = context.load_call(session, call_sid, now)
+    if ctx is None:
+        return context.unknown_call()
+    if turn != ctx.call.turn or ctx.call.stage != "ended":
+        return VoiceReply(hangup=True)  # a late or repeated request: the call went on
+    if status in DIAL_ANSWERED or ctx.patient is None:
+        return context.reply_with(session, ctx, VoiceReply(hangup=True))
+    log.info("call %s: the clinic's line did not answer (%s)", ctx.call.id, status or "?")
+    # An offer of its own (stage "offer", marked in `pending`): no new stage, no migration.
+    ctx.call.stage, ctx.call.pending = "offer", {"after": "dial"}
+    options = [context.line_for(ctx, "voice.unanswered")]
+    if context.can_text(ctx.patient) and context.in_check_in(ctx):
+        options.append(context.line_for(ctx, "voice.option.text"))
+    options.append(context.line_for(ctx, "voice.option.message"))
+    return context.reply_with(session, ctx, VoiceReply(prompt=tuple(options), listen=Listen(
+        "unanswered", ctx.lang, replies.HINTS["offer"][ctx.lang])))
+
+
+def unanswered(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
+               speech: str = "", now: datetime) -> VoiceReply:
+    """POST /twilio/voice/unanswered: 1 finishes by text; anything else leaves a message."""
+    ctx = context.heard(session, call_sid, "offer", turn, digits or speech, now)
+    if isinstance(ctx, VoiceReply):
+        return ctx
+    if ctx.call.pending.get("after") != "dial":
+        return context.again(ctx)
+    choice = menus.menu_choice(digits, speech, menus.OFFER)
+    if choice == "one" and context.can_text(ctx.patient) and context.in_check_in(ctx):
+        continue_by_text(session, ctx, at_once=True)
+        return context.reply_with(session, ctx, VoiceReply(
+            say=(context.line_for(ctx, "voice.texting"),), hangup=True))
+    return _leave_message(session, ctx)
+
+
+def _leave_message(session: Session, ctx: CallContext) -> VoiceReply:
+    ctx.call.pending = {"after": "record"}  # the recording's action comes with this turn
+    return context.reply_with(session, ctx, VoiceReply(
+        say=(context.line_for(ctx, "voice.message.start"),), record=True, hangup=True))
+
+
+def recorded(session: Session, *, call_sid: str, turn: int | None, recording_url: str,
+             seconds: str, now: datetime) -> VoiceReply:
+    """POST /twilio/voice/recorded (the <Record>'s action): the clinic hears of the message
+    as a callback request, with the recording's address (in Twilio, behind its credentials)."""
+    ctx = context.load_call(session, call_sid, now)
+    if ctx is None:
+        return context.unknown_call()
+    if turn != ctx.call.turn or ctx.call.pending.get("after") != "record":
+        return VoiceReply(hangup=True)
+    if recording_url and ctx.patient is not None:
+        raise_alert(session, ctx.clinic, ctx.patient, kind="callback_requested", level="soon",
+                    now=now, episode=queries.open_episode(session, ctx.patient.id),
+                    summary=f"The patient asked for the clinic on a call; nobody answered, and "
+                            f"they left a voice message ({seconds or '?'} s): {recording_url}")
+    return context.reply_with(session, ctx, VoiceReply(
+        say=(context.line_for(ctx, "voice.message.thanks"),), hangup=True))
 
 
 def _end_kept(session: Session, ctx: CallContext) -> VoiceReply:

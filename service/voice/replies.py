@@ -67,6 +67,7 @@ class VoiceReply:
     listen: Listen | None = None
     turn: int = 0  # numbers the prompt: the answer's URL carries it, so a stale one is seen
     dial: str | None = None  # connect the caller to this number
+    record: bool = False  # record a message for the clinic (after the prompt)
     hangup: bool = False
 
     def to_dict(self) -> dict:
@@ -74,7 +75,8 @@ class VoiceReply:
                 "prompt": [[line.text, line.lang] for line in self.prompt],
                 "listen": None if self.listen is None else {
                     **self.listen.__dict__, "hints": list(self.listen.hints)},
-                "turn": self.turn, "dial": self.dial, "hangup": self.hangup}
+                "turn": self.turn, "dial": self.dial, "record": self.record,
+                "hangup": self.hangup}
 
     @classmethod
     def from_dict(cls, data: dict) -> VoiceReply:
@@ -83,7 +85,7 @@ class VoiceReply:
                    prompt=tuple(Line(*line) for line in data.get("prompt", ())),
                    listen=Listen(**{**listen, "hints": tuple(listen["hints"])}) if listen else None,
                    turn=data.get("turn", 0), dial=data.get("dial"),
-                   hangup=data.get("hangup", False))
+                   record=data.get("record", False), hangup=data.get("hangup", False))
 
     @property
     def lines(self) -> tuple[Line, ...]:

@@ -788,3 +788,61 @@ def test_erasing_a_patient_erases_their_calls_too(phone, db):
     (call,) = _rows(db, Call)
     assert (call.from_number, call.pending, call.last_reply) == ("", {}, {})
     assert all(m.body == "" for m in _rows(db, Message))
+
+
+# ---- the clinic's line does not answer (issue 14) -------------------------------------------
+
+
+def _to_the_clinic(phone) -> Twiml:
+    phone.dial()
+    phone.press("1")
+    phone.silent()
+    phone.silent()
+    return phone.press("2")
+
+
+def _dial_ends(phone, twiml: Twiml, status: str) -> Twiml:
+    """Twilio posts the <Dial>'s action when the dialled call ends (DialCallStatus)."""
+    action = twiml.root.find("Dial").get("action")
+    assert action.startswith(PUBLIC_BASE_URL + "/twilio/voice/dialed?n=")
+    return phone._follow(action, DialCallStatus=status, DialCallDuration="0")
+
+
+def test_a_call_the_clinic_answered_ends_when_it_ends(phone):
+    assert _dial_ends(phone, _to_the_clinic(phone), "completed").verbs == ["Hangup"]
+
+
+@pytest.mark.parametrize("status", ["no-answer", "busy", "failed"])
+def test_nobody_answering_offers_to_go_on_by_text_instead_of_hanging_up(phone, db, status):
+    twiml = _dial_ends(phone, _to_the_clinic(phone), status)
+
+    assert twiml.verbs == ["Gather", "Redirect"] and twiml.step() == "unanswered"
+    assert twiml.texts == ["Sorry, no one at Elm Clinic can take your call now.",
+                           "To finish by text message, press 1.",
+                           "Or stay on the line to leave a message for Elm Clinic."]
+    twiml = phone.press("1")
+    assert twiml.texts == ["We will text you the next question now. Reply to it to finish. "
+                           "Goodbye."]
+    assert [t.body for t in _rows(db, Outbox)][-1] == _question("intake", "chest_symptoms",
+                                                                "sms")
+
+
+def test_nobody_answering_lets_the_caller_leave_a_message_for_the_clinic(phone, db):
+    _dial_ends(phone, _to_the_clinic(phone), "no-answer")
+    twiml = phone.silent()  # they stay on the line
+
+    assert twiml.verbs == ["Say", "Record", "Hangup"]
+    assert twiml.texts == ["Please leave your message after the tone. Press the pound key "
+                           "when you are done."]
+    record = twiml.root.find("Record")
+    assert record.get("maxLength") == "120" and record.get("finishOnKey") == "#"
+    recording = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
+    twiml = phone._follow(record.get("action"), RecordingUrl=recording,
+                          RecordingDuration="14")
+    assert twiml.texts == ["Thank you. We will give your message to Elm Clinic. In an "
+                           "emergency, call 9 1 1. Goodbye."] and twiml.hangup
+    (alert,) = [a for a in _rows(db, Alert) if a.kind == "callback_requested"]
+    assert alert.level == "soon" and recording in alert.summary and "14 s" in alert.summary
+    # Twilio repeating the recording's request raises nothing more.
+    phone._follow(record.get("action"), RecordingUrl=recording, RecordingDuration="14")
+    assert len([a for a in _rows(db, Alert) if a.kind == "callback_requested"]) == 1

@@ -29,7 +29,9 @@ LANGUAGE_TAGS = {"en": "en-US", "es": "es-MX"}
 VOICES = {"en": "Polly.Joanna", "es": "Polly.Mia"}
 STEPS = {"lang": ivr.choose_language, "answer": ivr.answer,
          "confirm": ivr.confirm, "offer": ivr.offer,
-         "advice": ivr.advice}
+         "advice": ivr.advice, "unanswered": ivr.unanswered}
+# Longest message a caller can leave for the clinic when its line does not answer.
+MESSAGE_MAX_SECONDS = 120
 
 
 def init_app(app: Flask) -> None:
@@ -44,7 +46,7 @@ def step_url(step: str, **query) -> str:
 
 def to_twiml(reply: replies.VoiceReply) -> str:
     """A VoiceReply as TwiML: <Say>s, then a <Gather> with the prompt and a <Redirect> for no
-    input; or <Dial> and <Hangup>."""
+    input; or <Dial> (its action says whether the clinic answered), or <Record>; and <Hangup>."""
     resp = VoiceResponse()
     for line in reply.say:
         _say(resp, line)
@@ -63,7 +65,13 @@ def to_twiml(reply: replies.VoiceReply) -> str:
     for line in reply.prompt:
         _say(resp, line)
     if reply.dial:
-        resp.dial(reply.dial, timeout=30)
+        # Without an action the caller is hung up on when nobody answers in 30 s.
+        resp.dial(reply.dial, timeout=30, action=step_url("dialed", n=reply.turn),
+                  method="POST")
+    if reply.record:
+        resp.record(action=step_url("recorded", n=reply.turn), method="POST",
+                    max_length=MESSAGE_MAX_SECONDS, timeout=5, finish_on_key="#",
+                    play_beep=True)
     if reply.hangup:
         resp.hangup()
     return str(resp)
@@ -135,8 +143,9 @@ def incoming():
 @bp.post("/<step>")
 def follow_on(step: str):
     """The caller's keys or words for the prompt numbered `n` (lang, answer, confirm, offer,
-    advice), or no input at all (silence)."""
-    if step != "silence" and step not in STEPS:
+    advice, unanswered), no input at all (silence), the end of a <Dial> (dialed) or of a
+    <Record> (recorded)."""
+    if step not in ("silence", "dialed", "recorded") and step not in STEPS:
         return Response("not found", status=404, mimetype="text/plain")
     verify_signature()
     form = request.form
@@ -147,6 +156,13 @@ def follow_on(step: str):
     try:
         if step == "silence":
             reply = get_db().run(ivr.silence, call_sid=sid, turn=_turn(), now=now)
+        elif step == "dialed":
+            reply = get_db().run(ivr.dialed, call_sid=sid, turn=_turn(),
+                                 status=form.get("DialCallStatus", ""), now=now)
+        elif step == "recorded":
+            reply = get_db().run(ivr.recorded, call_sid=sid, turn=_turn(),
+                                 recording_url=form.get("RecordingUrl", "")[:500],
+                                 seconds=form.get("RecordingDuration", "")[:8], now=now)
         else:
             reply = get_db().run(STEPS[step], call_sid=sid, turn=_turn(),
                                  digits=form.get("Digits", "").strip(),
