@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # A follow-up due while another conversation is going on is tried again after this.
 DEFER_RECHECK = timedelta(minutes=15)
+# An early check this soon after the last check does not open with "a few weeks ago".
+RECENT_CHECK = timedelta(days=14)
 
 
 class CheckInError(Exception):
@@ -56,6 +58,7 @@ def engine_context(session, clinic, patient, kind, now, followup: FollowUp | Non
     baseline = None
     final_check = False
     next_check_at = None
+    recent = False
     if kind == "intake":
         if patient.date_of_birth:
             known["age_years"] = age_on(patient.date_of_birth, now.date())
@@ -74,13 +77,17 @@ def engine_context(session, clinic, patient, kind, now, followup: FollowUp | Non
                 final_check = True
             else:
                 next_check_at = upcoming[0].due_at.isoformat()
+            if followup is None:  # an early check: the patient wrote in
+                ended = [c.completed_at for c in episode.checkins if c.completed_at is not None]
+                recent = bool(ended) and now - max(ended) < RECENT_CHECK
         else:
             known["cancer_history"] = False
     return engine.Context(
         clinic=clinic.name, emergency=clinic.emergency_number, clinic_phone=clinic.phone,
         timezone=timezone_of(patient, clinic),
         followup_days=(clinic.followup_first_day, clinic.followup_final_day), known=known,
-        baseline_pain_score=baseline, final_check=final_check, next_check_at=next_check_at)
+        baseline_pain_score=baseline, final_check=final_check, next_check_at=next_check_at,
+        recent_check=recent)
 
 
 def age_on(born: date, today: date) -> int:

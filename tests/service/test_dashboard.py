@@ -510,8 +510,17 @@ def test_enroll_normalizes_the_phone_and_queues_the_consent_text(web, db):
     assert "patient_enrolled" in audit_actions(db)
 
 
+def test_without_redis_the_enrolment_says_the_next_beat_sends_the_text(web, monkeypatch):
+    monkeypatch.setenv("TRIAGE_FAKE_NOW", "2026-03-03T15:00:00+00:00")  # 10:00 in New York
+    response = web.post("/dashboard/patients/new", {"phone": "+16175550177",
+                                                    "language": "en", "consent": "yes"})
+    page = web.get(response.headers["Location"]).get_data(as_text=True)
+    assert "(asking them to reply YES) goes out within a minute." in page
+
+
 def test_enrolling_wakes_the_worker_so_the_consent_text_goes_at_once(make_app, db, clinic_a,
-                                                                   staff_a):
+                                                                   staff_a, monkeypatch):
+    monkeypatch.setenv("TRIAGE_FAKE_NOW", "2026-03-03T15:00:00+00:00")  # 10:00 in New York
     prefix = f"test-enroll-{uuid.uuid4().hex}:"
     app = make_app(**SMS_CONFIG, REDIS_URL=WAKE_REDIS_URL, REDIS_KEY_PREFIX=prefix)
     web = StaffClient(app.test_client())
@@ -526,6 +535,8 @@ def test_enrolling_wakes_the_worker_so_the_consent_text_goes_at_once(make_app, d
         assert queued == ["tasks.send_now"]
         (consent,) = rows(db, Outbox)
         assert consent.kind == "consent" and consent.status == "pending"
+        page = web.get(response.headers["Location"]).get_data(as_text=True)
+        assert "(asking them to reply YES) is going out now." in page
     finally:
         keys = broker.keys(f"{prefix}*")
         if keys:

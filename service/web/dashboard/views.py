@@ -357,23 +357,27 @@ def enroll():
                     held_until = f"{presenters.local_time(held[0], zone)} {zone}" \
                         if held else None
             if not errors:
+                woken = _send_now()
                 if held_until:
                     flash("Patient enrolled. The first text (asking them to reply YES) waits "
                           f"for the end of quiet hours: {held_until}.")
-                else:
+                elif woken:
                     flash("Patient enrolled. The first text (asking them to reply YES) is "
                           "going out now.")
-                _send_now()
+                else:  # no Redis to wake a worker with (a laptop): the next beat sends it
+                    flash("Patient enrolled. The first text (asking them to reply YES) goes "
+                          "out within a minute.")
                 return redirect(url_for("dashboard.patient", patient_id=patient_id))
     return render_template("dashboard/enroll.html", form=form, errors=errors,
                            languages=LANGUAGES, timezones=timezones()), 400 if errors else 200
 
 
-def _send_now() -> None:
+def _send_now() -> bool:
     """Wakes a worker to send what is due now (as the SMS webhook does) instead of leaving it
-    to the next beat; the outbox keeps what quiet hours hold."""
-    if current_app.config.get("REDIS_URL"):
-        taskqueue.send_task("tasks.send_now", config=current_app.config)
+    to the next beat; the outbox keeps what quiet hours hold. True if the wake-up left."""
+    if not current_app.config.get("REDIS_URL"):
+        return False
+    return taskqueue.send_task("tasks.send_now", config=current_app.config)
 
 
 @bp.get("/patients/<int:patient_id>")
