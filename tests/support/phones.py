@@ -104,7 +104,7 @@ class Phone:
     def conversation(self, bodies: Sequence[str]) -> list[list[str]]:
         return [self.text(body) for body in bodies]
 
-    def status(self, message_sid: str, status: str, *, error_code: str | int | None = None):
+    def status(self, message_sid: str, status: str, error_code: str | int | None = None):
         """Twilio's status callback for a message the clinic sent this phone."""
         form = {"MessageSid": message_sid, "MessageStatus": status, "AccountSid": ACCOUNT_SID,
                 "To": self.number, "From": self.clinic_number, "ApiVersion": API_VERSION}
