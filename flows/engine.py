@@ -89,6 +89,9 @@ class Context:
     baseline_pain_score: int | None = None  # follow-up: the intake's score
     final_check: bool = False  # follow-up: is this the final (day 42) check
     next_check_at: str | None = None  # follow-up: ISO time of the final check, named in advice
+    # An early check (the patient wrote in) soon after the last one: its opening does not say
+    # "a few weeks ago" (CLINICAL.md §6); the flow's "<flow>.intro.recent" message opens it.
+    recent_check: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -169,6 +172,14 @@ def _text(flow: Flow, node: Node, state: Mapping) -> str:
     return render(node.text_for(state["lang"], state["channel"]), state["context"], state["lang"])
 
 
+def _opening(flow: Flow, node: Node, state: Mapping) -> str:
+    recent = f"{flow.id}.intro.recent"
+    if (node.id == flow.start and state["context"].get("recent_check")
+            and state.get("channel") != "voice" and recent in messages().texts):
+        return _message(recent, state)
+    return _text(flow, node, state)
+
+
 def _message(key: str, state: Mapping, **extra) -> str:
     catalogue = messages()
     if state.get("channel") == "voice" and f"voice.{key}" in catalogue.texts:
@@ -181,7 +192,7 @@ def _enter(flow: Flow, state: dict, node_id: str, now: datetime, actions: list) 
     while True:
         node = flow.nodes[node_id]
         if node.kind == "say":
-            actions.append(Send(_text(flow, node, state), "intro", node.id))
+            actions.append(Send(_opening(flow, node, state), "intro", node.id))
             node_id = node.next
         elif node.kind == "ask":
             if node.field in state["answers"]:

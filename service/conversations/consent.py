@@ -4,19 +4,19 @@ that can never be delivered means for the patient (CLINICAL.md §7)."""
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from flows import keywords
+from flows import engine, keywords
 from service.conversations import checkins
 from service.conversations.checkins import CheckInError, text_for, timezone_of
-from service.messaging import outbox
+from service.messaging import outbox, quiet_hours
 from service.messaging.senders import INVALID_NUMBERS, OPTED_OUT, SendError
 from service.phones import normalize_phone
 from service.records.alerts import raise_alert
-from service.store.models import Alert, Clinic, Message, Outbox, Patient
+from service.store.models import Alert, Clinic, Episode, FollowUp, Message, Outbox, Patient
 from service.store.queries import active_checkin, cancel_followups, cancel_pending_outbox
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,37 @@ def opt_out(session: Session, clinic: Clinic, patient: Patient, text: str, now: 
     if twilio_answered(clinic, text, opt_out_type, "STOP"):
         return []
     return [text_for("optout.confirm", clinic, patient.language)]
+
+
+def opt_in(session: Session, clinic: Clinic, patient: Patient, text: str, now: datetime,
+           opt_out_type: str | None = None) -> list[str]:
+    """START/UNSTOP after an opt-out: texts again, and the follow-ups the opt-out cancelled come
+    back (CLINICAL.md §7): one still in the future keeps its time, one whose time has passed
+    goes at the next allowed hour. Returns the one confirmation, naming the next check's date
+    (none when Twilio's own opt-out handling confirmed it already)."""
+    patient.opted_out, patient.opted_out_at = False, None
+    tz = timezone_of(patient, clinic)
+    restored = session.execute(
+        sa.select(FollowUp).join(Episode, Episode.id == FollowUp.episode_id).where(
+            FollowUp.patient_id == patient.id, FollowUp.status == "cancelled",
+            FollowUp.cancelled_reason == "opted_out", Episode.status == "open")
+        .order_by(FollowUp.due_at)).scalars().all()
+    for followup in restored:
+        followup.status, followup.cancelled_reason, followup.claimed_until = "scheduled", None, None
+        if followup.due_at < now:
+            followup.due_at = quiet_hours.next_allowed(now, tz)
+    if restored:
+        log.info("patient %s opted back in: %d follow-up(s) restored", patient.id, len(restored))
+    if twilio_answered(clinic, text, opt_out_type, "START"):
+        return []  # Twilio answers START itself
+    upcoming = session.execute(
+        sa.select(sa.func.min(FollowUp.due_at)).where(FollowUp.patient_id == patient.id,
+                                                      FollowUp.status == "scheduled")).scalar()
+    if upcoming is None:
+        return [text_for("optin.confirm", clinic, patient.language)]
+    when = upcoming if upcoming.tzinfo else upcoming.replace(tzinfo=UTC)
+    return [text_for("optin.confirm.next", clinic, patient.language,
+                     date=engine.format_date(when, tz, patient.language))]
 
 
 def twilio_answered(clinic: Clinic, text: str, opt_out_type: str | None, kind: str) -> bool:

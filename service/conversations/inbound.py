@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
-from flows import engine, keywords, parsing
-from flows.loader import messages
+from flows import engine, keywords, menus, parsing, reading, routing
+from flows.loader import get_flow, messages
 from service.conversations import checkins, consent
 from service.conversations.checkins import text_for
 from service.logs import mask_phone
@@ -185,53 +185,110 @@ def _inbound(session, clinic, patient, sms: _Text) -> InboundResult:
 
 
 def _from_patient(session, clinic, patient, checkin, text, word, now, opt_out_type):
+    """One text from an enrolled patient: read once (flows.reading), routed (flows.routing),
+    carried out here."""
     lang = patient.language
-    if word == "stop":
+    node = None
+    if checkin is not None and checkin.channel == "sms":
+        node = engine.current_question(get_flow(checkin.flow_id, checkin.flow_version),
+                                       checkin.state)
+    said = reading.read(text, lang=lang, question_kind=node.parse if node else None,
+                        clinic_start_keywords=clinic.start_keywords)
+    if word in ("stop", "start") and said.kind != word:
+        # Twilio's own opt-out handling says what it did with this text (its keywords may go
+        # beyond ours, e.g. YES as an opt-in word): the patient's choice is recorded here too.
+        said = replace(said, kind=reading.OPT_OUT if word == "stop" else reading.START)
+    route = routing.route(said, opted_out=patient.opted_out,
+                          consented=patient.consent == "given",
+                          in_conversation=checkin is not None)
+    if checkin is None and route.answers and route.action not in (
+            routing.OPT_OUT, routing.OPT_IN, routing.HELP) and said.kind not in _ASKED_TO_START:
+        held = _held_back(session, patient, text, now)
+        if held:
+            # Outside a question an auto-responder would get answers forever: the text is
+            # stored (and shown) and not answered; one that asks for a call or reports
+            # symptoms still reaches staff, unless it is the same text again.
+            log.info("inbound text from patient %s not answered: %s", patient.id, held)
+            if held == "reply_limit" and (said.callback or said.symptoms):
+                raise_alert(session, clinic, patient, now=now, summary=text[:1600],
+                            kind=routing.CALLBACK_REQUESTED if said.callback
+                            else routing.PATIENT_MESSAGE, level="soon",
+                            episode=open_episode(session, patient.id))
+            return InboundResult(reason=held)
+    if route.alert is not None:
+        raise_alert(session, clinic, patient, kind=route.alert, level=route.alert_level, now=now,
+                    episode=open_episode(session, patient.id), checkin=checkin,
+                    summary=text[:1600])
+    replies = [text_for(key, clinic, lang) for key in route.reply_keys]
+    action = route.action
+    if action == routing.OPT_OUT:
         return InboundResult(consent.opt_out(session, clinic, patient, text, now, opt_out_type))
-    if word == "start" and patient.opted_out:
-        patient.opted_out, patient.opted_out_at = False, None
-        if consent.twilio_answered(clinic, text, opt_out_type, "START"):
-            return InboundResult(reason="twilio_confirms_start")  # Twilio answers START itself
-        return InboundResult([text_for("optin.confirm", clinic, lang)])
-    if patient.opted_out:
-        return InboundResult(reason="opted_out")
-    if word == "help":
+    if action == routing.OPT_IN:
+        return InboundResult(consent.opt_in(session, clinic, patient, text, now, opt_out_type),
+                             reason="" if not consent.twilio_answered(
+                                 clinic, text, opt_out_type, "START") else "twilio_confirms_start")
+    if action == routing.HELP:
         return InboundResult([text_for("help", clinic, lang)])
-    # START from a patient who never opted out asks for a check-in, like the clinic's keywords.
-    starting = word == "start" or keywords.is_start_keyword(text, clinic.start_keywords)
-    if patient.consent != "given":
-        answer = parsing.parse_yes_no(text, lang)
-        if starting or answer.value is True:
-            patient.consent, patient.consented_at = "given", now
-            return InboundResult(checkins.start(session, clinic, patient, "intake", now, reply=True))
-        if text and not answer.ok:
-            # Whatever they wrote before consenting (other than a plain no) reaches the clinic.
-            raise_alert(session, clinic, patient, kind="patient_message", level="info", now=now,
-                        episode=open_episode(session, patient.id), summary=text[:1600])
-        return InboundResult([text_for("consent.waiting", clinic, lang)])
-    if checkin is not None:
-        if starting:
-            return InboundResult(checkins.repeat_question(checkin))
+    if action == routing.CONSENT:
+        patient.consent, patient.consented_at = "given", now
+        return InboundResult(checkins.start(session, clinic, patient, "intake", now, reply=True))
+    if action == routing.CONSENT_WAIT:
+        return InboundResult(replies + [text_for("consent.waiting", clinic, lang)])
+    if action == routing.REPEAT or (action == routing.STEP and checkin.channel != "sms"):
         if checkin.channel != "sms":
             # Begun on a call: the patient has not seen this question in writing, so this text
             # is not taken as its answer; the check-in goes on by text from this question.
             checkins.switch_channel(checkin, "sms")
-            return InboundResult(checkins.repeat_question(checkin))
-        replies = checkins.step(session, clinic, patient, checkin, engine.Reply(text), now, reply=True)
-        return InboundResult(replies)
-    if starting:
-        return InboundResult(checkins.start(session, clinic, patient, "intake", now, reply=True))
-    # An enrolled patient writing out of the blue: the clinic hears it, and we check in early.
-    episode = open_episode(session, patient.id)
-    raise_alert(session, clinic, patient, kind="patient_message", level="info", now=now,
-                episode=episode, summary=text[:1600])
-    kind = "followup" if episode is not None else "intake"
-    return InboundResult(checkins.start(session, clinic, patient, kind, now, reply=True))
+        return InboundResult(replies + checkins.repeat_question(checkin))
+    if action == routing.STEP:
+        return InboundResult(replies + checkins.step(session, clinic, patient, checkin,
+                                                     engine.Reply(text), now, reply=True))
+    if action == routing.START:
+        if said.kind in _ASKED_TO_START:
+            kind = "intake"
+        else:  # out of the blue: an early check of the open episode, else an intake
+            kind = "followup" if open_episode(session, patient.id) is not None else "intake"
+        return InboundResult(replies + checkins.start(session, clinic, patient, kind, now,
+                                                      reply=True))
+    if action == routing.LANGUAGE:
+        patient.language = said.kind[-2:]
+    return InboundResult(replies, reason=route.reason or ("" if replies else "no_reply"))
+
+
+# A patient asking to start (PAIN, START, RESTART) is always answered: no auto-responder says so.
+_ASKED_TO_START = (reading.START, reading.START_KEYWORD, reading.RESTART)
+# Loops and repeats (CLINICAL.md §6), outside a question.
+REPEAT_WINDOW = timedelta(hours=1)  # the same text again within this is answered once
+REPLY_WINDOW = timedelta(minutes=10)
+MAX_REPLIES = 3  # at most this many answered texts per REPLY_WINDOW outside a question
+
+
+def _held_back(session, patient: Patient, text: str, now: datetime) -> str:
+    """Why this text outside a question gets no answer ("" when it gets one): the same text
+    outside a question within the hour, or MAX_REPLIES texts outside a question (other than
+    acknowledgements) answered in the last ten minutes."""
+    earlier = session.execute(
+        sa.select(Message.body, Message.created_at).where(
+            Message.patient_id == patient.id, Message.direction == "in",
+            Message.channel == "sms", Message.checkin_id.is_(None),
+            Message.created_at >= now - REPEAT_WINDOW)
+    ).all()
+    same = parsing.normalize(text)
+    if any(parsing.normalize(body) == same for body, _ in earlier):
+        return "repeated_text"
+    recent = [body for body, at in earlier if _aware(at) >= now - REPLY_WINDOW
+              and not reading.is_acknowledgement(body)
+              and reading.bare_yes_no(body, patient.language) is None]
+    return "reply_limit" if len(recent) >= MAX_REPLIES else ""
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _unknown_number(session, clinic, sms: _Text, word):
     phone, text, now, opt_out_type = sms.phone, sms.text, sms.now, sms.opt_out_type
-    lang = "es" if parsing.normalize(text) in ("dolor", "espalda", "ayuda") else "en"
+    lang = menus.first_text_language(text)
     if keywords.is_start_keyword(text, clinic.start_keywords):
         patient = Patient(clinic_id=clinic.id, phone_e164=phone, language=lang, consent="given",
                           consented_at=now, created_at=now)
@@ -249,9 +306,28 @@ def _unknown_number(session, clinic, sms: _Text, word):
         if consent.twilio_answered(clinic, text, opt_out_type, "STOP"):
             return InboundResult(reason="twilio_confirms_stop")
         return InboundResult([text_for("optout.confirm", clinic, lang)])
+    # A number no patient of this clinic has: its text is kept (with no patient), and it gets
+    # HELP's answer, or the line's introduction at most once a day (CLINICAL.md §6).
+    sms.messages.append(_stranger_row(clinic, sms, direction="in", body=text,
+                                      from_number=phone, to_number=sms.clinic_phone,
+                                      twilio_sid=sms.sid or None, status="received"))
     if word == "help":
         return InboundResult([text_for("help", clinic, lang)])
+    answered = session.execute(sa.select(Message.id).where(
+        Message.clinic_id == clinic.id, Message.patient_id.is_(None),
+        Message.direction == "out", Message.to_number == phone,
+        Message.created_at >= now - STRANGER_WINDOW).limit(1)).first()
+    if answered is not None:
+        return InboundResult(reason="unknown_number_answered_today")
     return InboundResult([text_for("unknown_number", clinic, lang)], reason="unknown_number")
+
+
+STRANGER_WINDOW = timedelta(days=1)  # a number no clinic knows gets at most one reply a day
+
+
+def _stranger_row(clinic, sms: _Text, **values) -> dict:
+    return {"clinic_id": clinic.id, "patient_id": None, "checkin_id": None, "channel": "sms",
+            "created_at": sms.now, "updated_at": sms.now, **values}
 
 
 def _record_in(patient, sms: _Text, checkin, *, sid: str | None = None) -> None:
@@ -290,14 +366,15 @@ def _deliver_replies(session, clinic, sms: _Text, result: InboundResult, *,
             outbox.enqueue(session, clinic=clinic, body=text, kind=kind, now=sms.now,
                            patient=patient, to=None if patient else sms.phone, checkin=checkin,
                            quiet=False)
-        elif patient is not None:
-            sms.messages.append(_message_row(patient, checkin, sms, direction="out", body=text,
-                                             from_number=sms.clinic_phone,
-                                             to_number=patient.phone_e164,
-                                             # Until its status callback gives its SID.
-                                             twilio_sid=reply_key(sms.sid, index)
-                                             if sms.sid else None,
-                                             status="replied"))
+        else:
+            values = dict(direction="out", body=text, from_number=sms.clinic_phone,
+                          # Until its status callback gives its SID.
+                          twilio_sid=reply_key(sms.sid, index) if sms.sid else None,
+                          status="replied")
+            sms.messages.append(
+                _message_row(patient, checkin, sms, to_number=patient.phone_e164, **values)
+                if patient is not None else
+                _stranger_row(clinic, sms, to_number=sms.phone, **values))
 
 
 def text_for_holding(lang: str = "en") -> str:

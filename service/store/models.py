@@ -46,6 +46,7 @@ ALERT_KINDS = (
     "incomplete",
     "followup",
     "patient_message",
+    "callback_requested",
     "unreachable",
     "delivery_failure",
     "invalid_number",
@@ -427,6 +428,9 @@ class FollowUp(Base):
     # checkins.followup_id points back here: this side is added after both tables exist.
     checkin_id: Mapped[int | None] = mapped_column(sa.ForeignKey("checkins.id", use_alter=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Why it was cancelled ("opted_out", "new intake", "resolved", ...): START after an opt-out
+    # restores the ones the opt-out cancelled, and only those.
+    cancelled_reason: Mapped[str | None] = mapped_column(sa.String(40))
 
     patient: Mapped[Patient] = relationship()
     episode: Mapped[Episode] = relationship(back_populates="followups")

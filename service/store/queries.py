@@ -42,7 +42,8 @@ def cancel_followups(session: Session, patient_id: int, *, episode_id: int | Non
                                   FollowUp.status.in_(PENDING_FOLLOWUP))
     if episode_id is not None:
         q = q.where(FollowUp.episode_id == episode_id)
-    return session.execute(q.values(status="cancelled")).rowcount
+    return session.execute(q.values(status="cancelled",
+                                    cancelled_reason=reason[:40] or None)).rowcount
 
 
 def cancel_pending_outbox(session: Session, patient_id: int) -> int:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from service.store import models
+
 LEVELS = ["emergency", "urgent", "soon", "self_care"]
 ALERT_LEVELS = ["emergency", "urgent", "soon", "info"]
 ALERT_STATUSES = ["open", "acknowledged", "resolved"]
-ALERT_KINDS = ["triage", "incomplete", "followup", "patient_message", "unreachable",
-               "delivery_failure", "invalid_number", "send_failed"]
+ALERT_KINDS = list(models.ALERT_KINDS)
 MAX_ID = 2_147_483_647  # ids are 32-bit integers on PostgreSQL
 
 _NULLABLE_STRING = {"type": ["string", "null"]}

@@ -29,6 +29,7 @@ ALERT_KIND_LABELS = {
     "incomplete": "Check-in incomplete",
     "followup": "Follow-up result",
     "patient_message": "Message from the patient",
+    "callback_requested": "Patient asked to be called",
     "unreachable": "Patient did not answer the follow-up",
     "delivery_failure": "A message could not be delivered",
     "invalid_number": "Phone number is not valid",
@@ -189,7 +190,7 @@ def alert_card(alert: Alert, patient: Patient, now: datetime, tz: str,
         raised_ago=time_since(alert.created_at, now),
         age_seconds=max(0, int((now - alert.created_at).total_seconds())),
         acknowledged_by=(staff_names or {}).get(by or "", by),
-        is_patient_text=alert.kind == "patient_message",
+        is_patient_text=alert.kind in ("patient_message", "callback_requested"),
         has_name=bool(patient.name), patient_time=patient_clock(patient, now, tz),
         call_number=call_number, call_text=dial_text(call_number) if call_number else "",
         note_required=note_required(alert),
@@ -385,7 +386,7 @@ def timeline(*, checkins: list[CheckIn], messages: list[Message], queued: list[O
         kind = ALERT_KIND_LABELS.get(a.kind, a.kind)
         entries.append(TimelineEntry(a.created_at, "alert",
                                      f"Alert raised: {kind} ({LEVEL_LABELS.get(a.level, a.level)})",
-                                     a.summary if a.kind == "patient_message" else "",
+                                     a.summary if a.kind in ("patient_message", "callback_requested") else "",
                                      level=a.level, checkin_id=a.checkin_id, rank=RAISED,
                                      seq=a.id))
         if a.acknowledged_at is not None:
