@@ -1,18 +1,26 @@
-"""Scale benchmark: claiming and enqueueing due follow-ups among many scheduled ones, and
-outbound throughput through the fake Twilio over HTTP.
+"""Scale benchmark: claiming, enqueueing and starting due follow-ups among many scheduled
+ones, and outbound throughput through the fake Twilio over HTTP.
 
     .venv/bin/python benchmarks/scale_followups.py claim              # 1,000,000 / 10,000 due,
                                                                       # then 100,000 / 10,000
     .venv/bin/python benchmarks/scale_followups.py claim --sizes 1000000:1000
+    .venv/bin/python benchmarks/scale_followups.py start --sizes 100000:10000
     .venv/bin/python benchmarks/scale_followups.py send               # 2 workers, 4 numbers
 
 `claim`: a fresh PostgreSQL database (dropped afterwards) gets TOTAL scheduled follow-ups, DUE of
 them due now (bulk INSERT ... SELECT generate_series), then a separate process runs the real
-beat job `tasks.dispatch_due_followups` (claim with FOR UPDATE SKIP LOCKED and a lease, then
-one `tasks.start_followup` message per claimed row published to a private redis-server) until
-nothing is left, measuring wall time and peak memory (ru_maxrss of that process, and the
-tracemalloc peak in a second pass). EXPLAIN (ANALYZE, BUFFERS) of the claim query shows which
-index it uses.
+beat job `tasks.dispatch_due_followups` (one UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+LOCKED LIMIT 500) RETURNING per batch, with a lease, then one `tasks.start_followups` message
+per 100 claimed, published to a private redis-server) until nothing is left, measuring wall
+time and peak memory (ru_maxrss of that process, and the tracemalloc peak in a second pass).
+EXPLAIN (ANALYZE, BUFFERS) of the claim statement shows which indexes it uses.
+
+`start`: the same seed, then the Procfile's worker line (`celery -A tasks.celery_app worker
+--loglevel=INFO --concurrency=2`, dry-run sender) on a private redis-server; the beat job is run
+once by a separate process, and the clock runs until every due follow-up has its first text in
+the outbox; reports the time, the worker's memory (all its processes) and the CPU of the worker
+and of its PostgreSQL backends (this machine is shared: CPU per follow-up is the figure that
+does not depend on what else runs).
 
 `send`: outbox rows for patients of several clinics (one sending number each) are sent by two
 Celery worker processes through the fake Twilio server over HTTP, with the per-number rate
@@ -149,17 +157,13 @@ def run_claim(url: str, redis_url: str, mode: str) -> dict:
 
 
 def explain_claim(url: str) -> list[str]:
-    import sqlalchemy as sa
+    """EXPLAIN (ANALYZE, BUFFERS) of the real claim statement, rolled back."""
     from sqlalchemy.dialects import postgresql
 
     from service.followups import schedule as followups
     from service.store import make_engine
-    from service.store.models import FollowUp
 
-    now = datetime.now(UTC)
-    query = (sa.select(FollowUp.id).where(followups._due(now))
-             .order_by(FollowUp.due_at, FollowUp.id).limit(followups.CLAIM_BATCH)
-             .with_for_update(skip_locked=True))
+    query = followups.claim_statement(datetime.now(UTC))
     sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
     engine = make_engine(url)
     try:
@@ -230,6 +234,175 @@ def cmd_claim(args) -> None:
         shutil.rmtree(log_dir, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+# ---- start --------------------------------------------------------------------------------
+
+
+def _group_rss_kb(pid: int) -> int:
+    """Resident memory of a process and its children (a Celery worker and its pool)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines()
+                              if line.startswith("VmRSS:")))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def _cpu_seconds(pids) -> float:
+    """User + system CPU of these processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def _group_pids(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def start_scenario(total: int, due: int, log_dir: Path, *, timeout: float) -> dict:
+    """The real beat job claims and enqueues; the Procfile's worker (celery worker
+    --concurrency=2, dry-run sender) starts them; done when every due follow-up has its first
+    text in the outbox, as seen by a poll every 0.5 s."""
+    import redis
+    import sqlalchemy as sa
+
+    from service.store import make_engine
+    from tests.e2e.harness import VENV_BIN, Proc, RedisServer, wait_for
+
+    redis_server = RedisServer(log_dir).start()
+    url = create_database()
+    engine = make_engine(url)
+    worker = None
+    try:
+        seed_seconds = seed(url, total, due)
+        plan = explain_claim(url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+        env.update({"PATH": f"{VENV_BIN}:{env.get('PATH', '')}", "PYTHONPATH": str(ROOT),
+                    "ENV": "development", "DATABASE_URL": url, "REDIS_URL": redis_server.url,
+                    "SECRET_KEY": "bench", "DRY_RUN": "1", "SPOOL_DIR": str(log_dir / "spool"),
+                    "BROKER_DIR": str(log_dir / "broker")})
+        # The Procfile's worker line, as it is.
+        worker = Proc("worker", [str(VENV_BIN / "celery"), "-A", "tasks.celery_app", "worker",
+                                 "--loglevel=INFO", "--concurrency=2"], env=env, log_dir=log_dir)
+        wait_for(lambda: "ready." in worker.log_path.read_text(errors="replace")
+                 or not worker.alive(), timeout=60, what="worker ready")
+        assert worker.alive(), worker.tail()
+        rss_ready = _group_rss_kb(worker.pid)
+        samples = [rss_ready]
+        cpu_ready = _cpu_seconds(_group_pids(worker.pid))
+        t0 = datetime.now(UTC)
+        claimed = run_claim(url, redis_server.url, "time")
+        count = sa.text("SELECT count(DISTINCT o.checkin_id) FROM outbox o JOIN checkins c "
+                        "ON c.id = o.checkin_id WHERE c.followup_id IS NOT NULL")
+
+        timeline, warm = [], []
+
+        def done() -> bool:
+            samples.append(_group_rss_kb(worker.pid))
+            with engine.connect() as connection:
+                n = connection.execute(count).scalar()
+            timeline.append((round((datetime.now(UTC) - t0).total_seconds(), 1), n))
+            if n and not warm:
+                warm.append(samples[-1])  # after the first batches: code and caches loaded
+            return n >= due
+
+        wait_for(done, timeout=timeout, interval=0.5, what=f"{due} follow-ups started")
+        worker_cpu = _cpu_seconds(_group_pids(worker.pid)) - cpu_ready
+        with engine.connect() as connection:
+            # The worker's PostgreSQL backends (on this machine): their CPU since they started.
+            backends = connection.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()")).scalars().all()
+        postgres_cpu = _cpu_seconds(backends)
+        load = os.getloadavg()[0]
+        with engine.connect() as connection:
+            first, last = connection.execute(sa.text(
+                "SELECT min(o.created_at), max(o.created_at) FROM outbox o JOIN checkins c "
+                "ON c.id = o.checkin_id WHERE c.followup_id IS NOT NULL")).one()
+            outcomes = dict(connection.execute(sa.text(
+                "SELECT status, count(*) FROM followups WHERE due_at <= now() + interval "
+                "'1 minute' OR status <> 'scheduled' GROUP BY status")).all())
+        tasks_received = worker.log_path.read_text(errors="replace").count(
+            "Task tasks.start_followups[")
+        messages_left = redis.Redis.from_url(redis_server.url).llen("celery")
+        if os.environ.get("BENCH_KEEP_LOG"):
+            shutil.copy(worker.log_path, os.environ["BENCH_KEEP_LOG"])
+        return {"total": total, "due": due, "seed_seconds": seed_seconds, "claim": claimed,
+                # Seen committed (polled every 0.5 s); the rows' own times are when their
+                # task began.
+                "first_started_s": next(t for t, n in timeline if n > 0),
+                "all_started_s": timeline[-1][0],
+                "rows_first_s": (first - t0).total_seconds(),
+                "rows_last_s": (last - t0).total_seconds(), "outcomes": outcomes,
+                "start_tasks": tasks_received // 2, "queued_after": messages_left,
+                "worker_rss_ready_kb": rss_ready, "worker_rss_warm_kb": warm[0], "worker_rss_peak_kb": max(samples),
+                "worker_rss_end_kb": samples[-1], "worker_cpu_s": worker_cpu, "plan": plan,
+                "postgres_cpu_s": postgres_cpu, "load_average": load, "timeline": timeline[::max(1, len(timeline) // 12)]}
+    finally:
+        if worker is not None:
+            worker.stop(grace=5)
+        engine.dispose()
+        drop_database(url)
+        redis_server.stop()
+
+
+def cmd_start(args) -> None:
+    results = []
+    for spec in args.sizes:
+        total, due = (int(x) for x in spec.split(":"))
+        log_dir = Path(tempfile.mkdtemp(prefix="bench-start-"))
+        try:
+            print(f"== {total:,} scheduled, {due:,} due; Procfile worker (2 processes)",
+                  flush=True)
+            r = start_scenario(total, due, log_dir, timeout=args.timeout)
+        finally:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        results.append(r)
+        c = r["claim"]
+        print(f"seeded in {r['seed_seconds']:.1f}s; claimed and enqueued {c['claimed']:,} in "
+              f"{c['seconds']:.2f}s ({c['calls']} dispatch calls, slowest "
+              f"{1000 * c['slowest_call']:.0f} ms, dispatcher maxrss "
+              f"{c['maxrss_kb'] / 1024:.1f} MiB from {c['base_rss_kb'] / 1024:.1f} MiB); "
+              f"first text in the outbox after {r['first_started_s']:.2f}s, all {due:,} after "
+              f"{r['all_started_s']:.2f}s ({due / max(r['all_started_s'], 1e-9):.0f} "
+              f"follow-ups/s) in {r['start_tasks']} start tasks; follow-ups by status "
+              f"{r['outcomes']}; worker RSS (all processes) {r['worker_rss_ready_kb'] / 1024:.0f}"
+              f" MiB ready, {r['worker_rss_warm_kb'] / 1024:.0f} MiB after the first batches, "
+              f"{r['worker_rss_peak_kb'] / 1024:.0f} MiB peak, "
+              f"{r['worker_rss_end_kb'] / 1024:.0f} MiB at the end", flush=True)
+        print(f"CPU: worker {r['worker_cpu_s']:.1f}s ({1000 * r['worker_cpu_s'] / due:.2f} ms per "
+              f"follow-up), its PostgreSQL backends {r['postgres_cpu_s']:.1f}s "
+              f"({1000 * r['postgres_cpu_s'] / due:.2f} ms per follow-up); load average at the "
+              f"end {r['load_average']:.1f} on {os.cpu_count()} cores", flush=True)
+        print("started over time (s, follow-ups): " + ", ".join(
+            f"{t:g}:{n}" for t, n in r["timeline"]), flush=True)
+        print("claim statement (one batch of 500), EXPLAIN ANALYZE: " + "; ".join(
+            line.strip() for line in r["plan"] if "Index Scan" in line
+            or "Execution Time" in line), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 
 
 # ---- send -----------------------------------------------------------------------------------
@@ -337,6 +510,10 @@ def main() -> None:
     claim.add_argument("--no-trace", action="store_true",
                        help="skip the second pass under tracemalloc (slow for big runs)")
     claim.add_argument("--json")
+    start = sub.add_parser("start")
+    start.add_argument("--sizes", nargs="+", default=["1000000:10000"], help="TOTAL:DUE pairs")
+    start.add_argument("--timeout", type=float, default=600.0)
+    start.add_argument("--json")
     send = sub.add_parser("send")
     send.add_argument("--numbers", type=int, default=4)
     send.add_argument("--texts", type=int, default=120)
@@ -347,7 +524,7 @@ def main() -> None:
     send.add_argument("--concurrency", type=int, default=2)
     send.add_argument("--json")
     args = parser.parse_args()
-    {"claim": cmd_claim, "send": cmd_send}[args.command](args)
+    {"claim": cmd_claim, "start": cmd_start, "send": cmd_send}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -28,22 +28,31 @@ CLAIM_BATCH = 500
 
 
 
+def claim_statement(now: datetime, *, limit: int = CLAIM_BATCH, lease: timedelta = LEASE,
+                    skip_locked: bool = True):
+    """The one statement that claims a batch: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE
+    SKIP LOCKED LIMIT n) RETURNING id, due_at."""
+    due = (sa.select(FollowUp.id).where(followup_due(now))
+           .order_by(FollowUp.due_at, FollowUp.id).limit(limit))
+    if skip_locked:
+        # Rows another claimer holds are passed over, not waited for.
+        due = due.with_for_update(skip_locked=True)
+    # The guard repeats the due test on the row being updated: a claim is safe even where a
+    # row lock is not taken, and a row claimed meanwhile is never claimed twice.
+    return (sa.update(FollowUp).where(FollowUp.id.in_(due.scalar_subquery()), followup_due(now))
+            .values(status="claimed", claimed_until=now + lease)
+            .returning(FollowUp.id, FollowUp.due_at)
+            .execution_options(synchronize_session=False))
+
+
 def claim_due(session: Session, now: datetime, *, limit: int = CLAIM_BATCH,
               lease: timedelta = LEASE) -> list[int]:
     """Claims due follow-ups (and those whose claim expired) in one statement; returns their
     ids, oldest first."""
-    due = (sa.select(FollowUp.id).where(followup_due(now))
-           .order_by(FollowUp.due_at, FollowUp.id).limit(limit))
-    if session.get_bind().dialect.name == "postgresql":
-        # Rows another claimer holds are passed over, not waited for. (SQLite runs one writer
-        # at a time, so there the statement alone is atomic.)
-        due = due.with_for_update(skip_locked=True)
-    # The guard repeats the due test on the row being updated: a claim is safe even where a
-    # row lock is not taken, and a row claimed meanwhile is never claimed twice.
-    claim = (sa.update(FollowUp).where(FollowUp.id.in_(due.scalar_subquery()), followup_due(now))
-             .values(status="claimed", claimed_until=now + lease)
-             .returning(FollowUp.id, FollowUp.due_at)
-             .execution_options(synchronize_session=False))
+    # SQLite has no row locks (and runs one writer at a time): there the statement alone is
+    # atomic.
+    claim = claim_statement(now, limit=limit, lease=lease,
+                            skip_locked=session.get_bind().dialect.name == "postgresql")
     claimed = [row.id for row in sorted(session.execute(claim), key=lambda r: (r.due_at, r.id))]
     if claimed:
         log.info("claimed %d due follow-up(s)", len(claimed))
