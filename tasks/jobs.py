@@ -235,7 +235,9 @@ def replay_spool(self) -> int:
     """Beat: replays inbound texts spooled while the database was away, in arrival order."""
     rt = _rt(self)
     spool = Spool.from_config(rt.config)
-    with rt.only_one("spool") as mine:
+    # A short lease: a replay whose lock could not be released (Redis froze under it) must not
+    # hold every later replay off for the default 5 minutes.
+    with rt.only_one("spool", ttl=60) as mine:
         if not mine:
             return 0
         try:

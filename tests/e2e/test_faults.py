@@ -384,6 +384,7 @@ def test_postgres_hangs_during_inbound_traffic(make_stack, pg_url, pg_engine, fa
         patients = [patient_phone(i) for i in range(6)]
         order: dict[str, list[str]] = {p: [] for p in patients}
         took: list[float] = []
+        slow_rounds: dict[int, float] = {}
         holding = 0
         hang_started = hang_ended = None
         started = time.monotonic()
@@ -406,6 +407,7 @@ def test_postgres_hangs_during_inbound_traffic(make_stack, pg_url, pg_engine, fa
                     answer, seconds = call.result()
                     assert answer.status_code == 200, answer.text
                     took.append(seconds)
+                    slow_rounds[step] = max(slow_rounds.get(step, 0.0), seconds)
                     holding += "we got your text" in answer.text
                 # A round every 3 s: the hang covers rounds 2 to about 8.
                 time.sleep(max(0.0, started + 3 * (step + 1) - time.monotonic()))
@@ -417,10 +419,14 @@ def test_postgres_hangs_during_inbound_traffic(make_stack, pg_url, pg_engine, fa
         processed, duplicates = _inbound_by_patient(pg_engine)
         stored = sum(len(v) for v in processed.values())
         report(capsys, f"[postgres hangs 20 s] texts={len(took)} answered with the holding "
-                       f"reply={holding} slowest reply={max(took):.1f}s "
+                       f"reply={holding} slowest reply={max(took):.1f}s (per round: "
+                       f"{' '.join(f'{v:.1f}' for _, v in sorted(slow_rounds.items()))}) "
                        f"sent={expected} stored={stored} expected={len(patients) * 10} "
                        f"duplicates={duplicates}")
-        assert max(took) < 12  # Twilio gives up at 15 s
+        # Twilio gives up at 15 s; the texts sent while the database hangs and after it, with
+        # room to spare (the first rounds also pay for a fresh process on a busy machine).
+        assert max(took) < 15
+        assert max(v for step, v in slow_rounds.items() if step >= 2) < 10
         assert holding > 0  # the hang did reach the webhook
         assert duplicates == 0 and stored == expected == 60
         assert processed == order  # every one, each patient's in the order sent

@@ -121,7 +121,8 @@ def sms():
         result = get_db().run(inbound.handle_inbound_sms, to=to, from_=from_, body=body,
                               sid=sid, now=now, opt_out_type=form.get("OptOutType"))
     except DB_UNAVAILABLE as exc:
-        away.seen()
+        if not _server_answered(exc):
+            away.seen()
         where = spool.push(record)
         log.error("database unavailable (%s): inbound %s spooled to %s", type(exc).__name__,
                   sid, where)
@@ -135,6 +136,15 @@ def sms():
         # answer that only moved the conversation on leaves the worker alone.
         taskqueue.send_task("tasks.send_now", config=current_app.config)
     return twiml(result.replies, inbound_sid=sid)
+
+
+# PostgreSQL's own timeouts (statement_timeout, lock_timeout): the server answers, this text
+# waited too long; the next texts need not go to the spool.
+SERVER_TIMEOUTS = ("57014", "55P03")
+
+
+def _server_answered(exc: Exception) -> bool:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in SERVER_TIMEOUTS
 
 
 def _holding(spool: Spool, record: dict) -> Response:
