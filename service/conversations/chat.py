@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from flows import engine, triage
-from flows.loader import get_flow, load_all, parse_wait
+from flows import engine, reading, routing, triage
+from flows.loader import get_flow, load_all, messages, parse_wait
 from flows.sms import count_segments
 from service.accounts.demo import DEMO_CLINIC_NAME, DEMO_NUMBER
 
@@ -54,7 +54,40 @@ def run_chat(*, lang: str = "en", followup: bool = False, baseline: int | None =
             if not actions:
                 write(f"(nothing due yet; next event at {engine.next_event_at(state)})")
             continue
-        state, actions = engine.step(flow, state, engine.Reply(text), now)
+        route, actions = _read(flow, state, text)
+        if route.alert:
+            write(f"\n(the clinic is alerted: {route.alert}, level {route.alert_level})")
+        if route.action == routing.OPT_OUT:
+            _show(actions, write)
+            write("(opted out: no more texts; the check-in ends)")
+            return None
+        if route.action == routing.STEP:
+            state, stepped = engine.step(flow, state, engine.Reply(text), now)
+            actions += stepped
+
+
+def _read(flow, state, text: str) -> tuple[routing.Route, list]:
+    """The same reading and routing as an SMS (flows.reading, flows.routing): an opt-out ends
+    the chat with its one confirmation; HELP, a start word or a request to be called is
+    answered without moving the conversation on; anything else goes to the engine."""
+    node = engine.current_question(flow, state)
+    said = reading.read(text, lang=state["lang"], question_kind=node.parse if node else None)
+    route = routing.route(said, opted_out=False, consented=True, in_conversation=True)
+    if route.action == routing.OPT_OUT:
+        return route, _say(["optout.confirm"], state)
+    if route.action == routing.HELP:
+        return route, _say(["help"], state)
+    replies = _say(route.reply_keys, state)
+    if route.action == routing.REPEAT and node is not None:
+        replies.append(engine.Send(engine.render(node.text_for(state["lang"], state["channel"]),
+                                                 state["context"], state["lang"]),
+                                   "question", node.id))
+    return route, replies
+
+
+def _say(keys, state) -> list:
+    return [engine.Send(engine.render(messages().get(key, state["lang"]), state["context"],
+                                      state["lang"]), "reply", None, key) for key in keys]
 
 
 def _show(actions, write) -> engine.Outcome | None:

@@ -21,7 +21,12 @@ from flows.loader import get_flow, messages
 from service.messaging import outbox, quiet_hours
 from service.records.alerts import raise_alert
 from service.store.models import CheckIn, Clinic, Episode, FollowUp, Patient
-from service.store.queries import active_checkin, cancel_followups, open_episode
+from service.store.queries import (
+    active_checkin,
+    cancel_followups,
+    cancel_pending_outbox,
+    open_episode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +193,9 @@ def _complete(session, clinic, patient, checkin, outcome: engine.Outcome, now) -
     checkin.completed_at, checkin.next_event_at = now, None
     checkin.answers = dict(outcome.answers)
     checkin.level, checkin.reasons, checkin.missing = a.level.value, list(a.reasons), list(a.missing)
+    # Its questions still held back by quiet hours (a check-in staff started at night, then
+    # answered by text) would arrive stale: they do not go. Its advice is queued after this.
+    cancel_pending_outbox(session, patient.id, checkin_id=checkin.id)
     if checkin.kind == "intake":
         episode = _open_new_episode(session, clinic, patient, checkin, outcome, now)
         kind = "incomplete" if a.primary == "INCOMPLETE" else "triage"

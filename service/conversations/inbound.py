@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
@@ -203,7 +203,7 @@ def _from_patient(session, clinic, patient, checkin, text, word, now, opt_out_ty
                           in_conversation=checkin is not None)
     if checkin is None and route.answers and route.action not in (
             routing.OPT_OUT, routing.OPT_IN, routing.HELP) and said.kind not in _ASKED_TO_START:
-        held = _held_back(session, patient, text, now)
+        held = _held_back(session, clinic, patient, text, now)
         if held:
             # Outside a question an auto-responder would get answers forever: the text is
             # stored (and shown) and not answered; one that asks for a call or reports
@@ -215,6 +215,12 @@ def _from_patient(session, clinic, patient, checkin, text, word, now, opt_out_ty
                             else routing.PATIENT_MESSAGE, level="soon",
                             episode=open_episode(session, patient.id))
             return InboundResult(reason=held)
+    if (checkin is not None and route.action == routing.STEP and said.kind == reading.UNCLEAR
+            and _seen_within(session, patient, text, now, REPEAT_WINDOW, outside_only=False)):
+        # The same unclear text again (an auto-responder answering every question): asked
+        # once, not again and again; nothing is recorded.
+        log.info("inbound text from patient %s not answered: repeated_text", patient.id)
+        return InboundResult(reason="repeated_text")
     if route.alert is not None:
         raise_alert(session, clinic, patient, kind=route.alert, level=route.alert_level, now=now,
                     episode=open_episode(session, patient.id), checkin=checkin,
@@ -257,33 +263,45 @@ def _from_patient(session, clinic, patient, checkin, text, word, now, opt_out_ty
 
 # A patient asking to start (PAIN, START, RESTART) is always answered: no auto-responder says so.
 _ASKED_TO_START = (reading.START, reading.START_KEYWORD, reading.RESTART)
+# Readings that get an answer outside a question (a call confirmation, an early check, the
+# stop hint): what the reply limit counts; acknowledgements and start words it does not.
+_ANSWERED_OUTSIDE = (reading.CALLBACK, reading.UNCLEAR, reading.OTHER_SENSE)
 # Loops and repeats (CLINICAL.md §6), outside a question.
 REPEAT_WINDOW = timedelta(hours=1)  # the same text again within this is answered once
 REPLY_WINDOW = timedelta(minutes=10)
 MAX_REPLIES = 3  # at most this many answered texts per REPLY_WINDOW outside a question
 
 
-def _held_back(session, patient: Patient, text: str, now: datetime) -> str:
+def _held_back(session, clinic: Clinic, patient: Patient, text: str, now: datetime) -> str:
     """Why this text outside a question gets no answer ("" when it gets one): the same text
-    outside a question within the hour, or MAX_REPLIES texts outside a question (other than
-    acknowledgements) answered in the last ten minutes."""
-    earlier = session.execute(
-        sa.select(Message.body, Message.created_at).where(
-            Message.patient_id == patient.id, Message.direction == "in",
-            Message.channel == "sms", Message.checkin_id.is_(None),
-            Message.created_at >= now - REPEAT_WINDOW)
-    ).all()
-    same = parsing.normalize(text)
-    if any(parsing.normalize(body) == same for body, _ in earlier):
+    outside a question within the hour, or MAX_REPLIES texts outside a question answered in the
+    last ten minutes."""
+    if _seen_within(session, patient, text, now, REPEAT_WINDOW, outside_only=True):
         return "repeated_text"
-    recent = [body for body, at in earlier if _aware(at) >= now - REPLY_WINDOW
-              and not reading.is_acknowledgement(body)
-              and reading.bare_yes_no(body, patient.language) is None]
+    earlier = _earlier_texts(session, patient, now - REPLY_WINDOW, outside_only=True)
+    recent = [body for body, _ in earlier
+              if reading.read(body, lang=patient.language,
+                              clinic_start_keywords=clinic.start_keywords).kind
+              in _ANSWERED_OUTSIDE]
     return "reply_limit" if len(recent) >= MAX_REPLIES else ""
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def _earlier_texts(session, patient: Patient, since: datetime, *, outside_only: bool):
+    query = sa.select(Message.body, Message.created_at).where(
+        Message.patient_id == patient.id, Message.direction == "in", Message.channel == "sms",
+        Message.created_at >= since)
+    if outside_only:
+        query = query.where(Message.checkin_id.is_(None))
+    return session.execute(query).all()
+
+
+def _seen_within(session, patient: Patient, text: str, now: datetime, window: timedelta, *,
+                 outside_only: bool) -> bool:
+    """Did the patient send this same text (case, accents and punctuation aside) already?"""
+    same = parsing.normalize(text)
+    return any(parsing.normalize(body) == same
+               for body, _ in _earlier_texts(session, patient, now - window,
+                                             outside_only=outside_only))
 
 
 def _unknown_number(session, clinic, sms: _Text, word):

@@ -46,11 +46,14 @@ def cancel_followups(session: Session, patient_id: int, *, episode_id: int | Non
                                     cancelled_reason=reason[:40] or None)).rowcount
 
 
-def cancel_pending_outbox(session: Session, patient_id: int) -> int:
-    """Cancels the patient's queued texts that no sender has taken yet."""
-    return session.execute(
-        sa.update(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == "pending")
-        .values(status="cancelled")).rowcount
+def cancel_pending_outbox(session: Session, patient_id: int, *,
+                          checkin_id: int | None = None) -> int:
+    """Cancels the patient's queued texts that no sender has taken yet (of one check-in only,
+    if given)."""
+    q = sa.update(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == "pending")
+    if checkin_id is not None:
+        q = q.where(Outbox.checkin_id == checkin_id)
+    return session.execute(q.values(status="cancelled")).rowcount
 
 
 def outbox_due(now: datetime):
