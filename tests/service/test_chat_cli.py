@@ -119,3 +119,45 @@ def test_the_triage_console_script_reads_stdin():
     assert done.returncode == 0, done.stderr
     assert len(messages_in(done.stdout)) == 1 + len(SELF_CARE) + 1
     assert_ends_with_outcome(done.stdout, "self_care", "MECHANICAL")
+
+
+# ---- real-world texts: the same reading and routing as an SMS (CLINICAL.md §6-§7) ----------
+
+
+@pytest.mark.parametrize(("args", "text", "confirmation"), [
+    ([], "NO STOP", "You will get no more texts from us"),
+    ([], "I said stop", "You will get no more texts from us"),
+    ([], "🛑", "You will get no more texts from us"),
+    (["--lang", "es"], "Para por favor", "No recibirá más mensajes"),
+    (["--lang", "es"], "no más", "No recibirá más mensajes"),
+])
+def test_an_opt_out_ends_the_chat_with_its_one_confirmation_and_no_answer(args, text,
+                                                                         confirmation):
+    result = chat(args, ["no", text, "no", "no"])
+    assert result.exit_code == 1, result.output  # ended early, as /quit does
+    shown = [t for t, _, _ in messages_in(result.output)]
+    assert confirmation in shown[-1]
+    assert "(opted out: no more texts; the check-in ends)" in result.output
+    assert "Level:" not in result.output  # nothing was assessed from a text that said stop
+
+
+def test_a_call_request_is_confirmed_and_the_same_question_comes_again():
+    result = chat([], ["can someone call me", "/quit"])
+    shown = [t for t, _, _ in messages_in(result.output)]
+    assert "(the clinic is alerted: callback_requested, level soon)" in result.output
+    assert "We told the care team you asked for a call" in shown[-2]
+    assert shown[-1] == shown[1]  # the first question, asked again
+
+
+def test_a_hedged_reply_is_asked_again_and_an_opt_out_word_in_another_sense_says_how_to_stop():
+    result = chat([], ["yes but only sometimes", "my pain won't end", "/quit"])
+    shown = [t for t, _, _ in messages_in(result.output)]
+    assert shown[2] == shown[1]  # the re-ask: same words
+    assert shown[3] == "To stop texts from Demo Clinic, reply STOP."
+    assert shown[4].endswith("Please reply YES or NO.") or shown[4] == shown[1]
+
+
+def test_help_is_answered_without_moving_the_conversation_on():
+    result = chat([], ["HELP", "/quit"])
+    shown = [t for t, _, _ in messages_in(result.output)]
+    assert "+16175550100" in shown[2] and "911" in shown[2]
