@@ -15,14 +15,16 @@ import pytest
 
 from flows import engine
 from flows.loader import get_flow
-from service.conversations import checkins
+from service.conversations import checkins, inbound
 from service.store.models import Alert, CheckIn, Clinic, FollowUp, Message, Outbox, Patient
+from service.store.queries import cancel_followups
 from tests.service.sms_helpers import (
     SELF_CARE_EN,
     SELF_CARE_ES,
     SMS_CONFIG,
     Phone,
     intake_answers,
+    new_sid,
     rows,
 )
 
@@ -294,8 +296,6 @@ def test_follow_ups_cancelled_for_another_reason_stay_cancelled_after_start(
         phone, clinic, db):
     finish_intake(phone, "en")
     with db.transaction() as session:
-        from service.store.queries import cancel_followups
-
         patient = session.query(Patient).one()
         cancel_followups(session, patient.id, reason="cancelled by staff")
     phone.text("STOP")
@@ -367,3 +367,37 @@ def test_a_question_held_for_quiet_hours_does_not_go_after_the_patient_finished(
 
     (held,) = rows(db, Outbox, Outbox.id == held.id)
     assert held.status == "cancelled"
+
+
+# ---- the same through the web simulator and the spool replay ---------------------------------
+
+
+def test_the_simulator_reads_texts_the_same_way(client, clinic, db, clock):
+    number = clinic.numbers[0].phone_e164
+
+    def send(body: str) -> list[str]:
+        r = client.post("/simulator/api/send", json={"from": PATIENT, "to": number,
+                                                     "body": body})
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return r.get_json()["replies"]
+
+    send("PAIN")
+    assert send("can someone call me") == [expect("k:callback.confirm", clinic, "en"),
+                                           expect("q:chest_symptoms", clinic, "en")]
+    assert send("NO STOP") == [expect("k:optout.confirm", clinic, "en")]
+    (checkin,) = rows(db, CheckIn)
+    assert "chest_symptoms" not in checkin.answers
+    assert [a[0] for a in alerts(db)][0] == "callback_requested"
+
+
+def test_a_spooled_no_stop_replayed_is_an_opt_out_never_an_answer(clinic, db):
+    number = clinic.numbers[0].phone_e164
+    for body in ("PAIN", "NO STOP", "no", "no"):
+        inbound.replay_spooled(db, {"sid": new_sid(), "to": number, "from": PATIENT,
+                                     "body": body}, DAYTIME)
+    (patient,) = rows(db, Patient)
+    assert patient.opted_out
+    (checkin,) = rows(db, CheckIn)
+    assert checkin.status == "cancelled" and "chest_symptoms" not in checkin.answers
+    queued = [o.body for o in rows(db, Outbox, Outbox.status == "pending")]
+    assert queued == [expect("k:optout.confirm", clinic, "en")]
