@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,19 +29,60 @@ LANGUAGES = ("en", "es")
 CONSENT_STATES = ("pending", "given")
 CHANNELS = ("sms", "voice")
 LEVELS = ("emergency", "urgent", "soon", "self_care")  # flows.triage Assessment levels
-EPISODE_STATUSES = ("open", "closed", "referred")
+
+
+class EpisodeStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    REFERRED = "referred"
+
+
+class CheckInStatus(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # queued; not before `not_before`
+    SENDING = "sending"  # a sender holds it (lease `claimed_until`)
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"  # the send may have gone out: looked for before any resend
+
+
+class FollowUpStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    CLAIMED = "claimed"  # a dispatcher holds it (lease `claimed_until`)
+    STARTED = "started"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+# The statuses as the CHECK constraints list them (StrEnum members are their strings).
+EPISODE_STATUSES = tuple(EpisodeStatus)
 CHECKIN_KINDS = ("intake", "followup")
-CHECKIN_STATUSES = ("active", "completed", "timed_out", "cancelled")
+CHECKIN_STATUSES = tuple(CheckInStatus)
 DIRECTIONS = ("in", "out")
 # "replied": a TwiML reply to the patient's own text; "spoken": said on a call.
+# "not_sent": recorded by the dry-run sender in production (DRY_RUN=1), never delivered.
 MESSAGE_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed", "received", "replied",
-                    "spoken")
+                    "spoken", "not_sent")
 # consent: the first text; checkin: a question or advice; reply: the answer to a spooled text;
 # optout_confirm: the one confirmation after STOP; oncall: to the clinic's on-call number.
 OUTBOX_KINDS = ("consent", "checkin", "reply", "optout_confirm", "oncall")
-OUTBOX_STATUSES = ("pending", "sending", "sent", "failed", "cancelled", "unknown")
+OUTBOX_STATUSES = tuple(OutboxStatus)
 FOLLOWUP_KINDS = ("first", "final")
-FOLLOWUP_STATUSES = ("scheduled", "claimed", "started", "done", "cancelled", "paused")
+FOLLOWUP_STATUSES = tuple(FollowUpStatus)
 ALERT_KINDS = (
     "triage",
     "incomplete",
@@ -53,7 +95,7 @@ ALERT_KINDS = (
     "send_failed",
 )
 ALERT_LEVELS = ("emergency", "urgent", "soon", "info")
-ALERT_STATUSES = ("open", "acknowledged", "resolved")
+ALERT_STATUSES = tuple(AlertStatus)
 ACTOR_TYPES = ("staff", "api", "system")
 STAFF_ROLES = ("clinician", "admin")
 

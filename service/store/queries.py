@@ -11,16 +11,27 @@ import sqlalchemy as sa
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from service.store.models import CheckIn, Episode, FollowUp, Outbox
+from service.store.models import (
+    CheckIn,
+    CheckInStatus,
+    Episode,
+    EpisodeStatus,
+    FollowUp,
+    FollowUpStatus,
+    Outbox,
+    OutboxStatus,
+)
 
 DB_UNAVAILABLE = (OperationalError, InterfaceError)
 """The errors that mean "the database is away" (refused, dropped, timed out), not a bug."""
 
-PENDING_FOLLOWUP = ("scheduled", "claimed", "paused")  # follow-ups that may still go out
-IN_FLIGHT = ("sending", "unknown")  # outbox rows a sender holds (or held, if its lease ran out)
+# Follow-ups that may still go out.
+PENDING_FOLLOWUP = (FollowUpStatus.SCHEDULED, FollowUpStatus.CLAIMED, FollowUpStatus.PAUSED)
+# Outbox rows a sender holds (or held, if its lease ran out).
+IN_FLIGHT = (OutboxStatus.SENDING, OutboxStatus.UNKNOWN)
 
 _ACTIVE_CHECKIN = sa.select(CheckIn).where(CheckIn.patient_id == sa.bindparam("patient_id"),
-                                           CheckIn.status == "active")
+                                           CheckIn.status == CheckInStatus.ACTIVE)
 _SEND_SOON = "outbox.send_soon"
 
 
@@ -31,7 +42,7 @@ def active_checkin(session: Session, patient_id: int) -> CheckIn | None:
 
 def open_episode(session: Session, patient_id: int) -> Episode | None:
     return session.execute(
-        sa.select(Episode).where(Episode.patient_id == patient_id, Episode.status == "open")
+        sa.select(Episode).where(Episode.patient_id == patient_id, Episode.status == EpisodeStatus.OPEN)
     ).scalar_one_or_none()
 
 
@@ -42,7 +53,7 @@ def cancel_followups(session: Session, patient_id: int, *, episode_id: int | Non
                                   FollowUp.status.in_(PENDING_FOLLOWUP))
     if episode_id is not None:
         q = q.where(FollowUp.episode_id == episode_id)
-    return session.execute(q.values(status="cancelled",
+    return session.execute(q.values(status=FollowUpStatus.CANCELLED,
                                     cancelled_reason=reason[:40] or None)).rowcount
 
 
@@ -50,17 +61,17 @@ def cancel_pending_outbox(session: Session, patient_id: int, *,
                           checkin_id: int | None = None) -> int:
     """Cancels the patient's queued texts that no sender has taken yet (of one check-in only,
     if given)."""
-    q = sa.update(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == "pending")
+    q = sa.update(Outbox).where(Outbox.patient_id == patient_id, Outbox.status == OutboxStatus.PENDING)
     if checkin_id is not None:
         q = q.where(Outbox.checkin_id == checkin_id)
-    return session.execute(q.values(status="cancelled")).rowcount
+    return session.execute(q.values(status=OutboxStatus.CANCELLED)).rowcount
 
 
 def outbox_due(now: datetime):
     """An outbox row is due: pending and its time has come, or held by a sender whose lease ran
     out (the sender died, or the result of its send is unknown)."""
     return sa.or_(
-        sa.and_(Outbox.status == "pending", Outbox.not_before <= now),
+        sa.and_(Outbox.status == OutboxStatus.PENDING, Outbox.not_before <= now),
         sa.and_(Outbox.status.in_(IN_FLIGHT), Outbox.claimed_until <= now),
     )
 
@@ -68,8 +79,8 @@ def outbox_due(now: datetime):
 def followup_due(now: datetime):
     """A follow-up is due: scheduled and its time has come, or claimed with an expired lease."""
     return sa.or_(
-        sa.and_(FollowUp.status == "scheduled", FollowUp.due_at <= now),
-        sa.and_(FollowUp.status == "claimed", FollowUp.claimed_until <= now),
+        sa.and_(FollowUp.status == FollowUpStatus.SCHEDULED, FollowUp.due_at <= now),
+        sa.and_(FollowUp.status == FollowUpStatus.CLAIMED, FollowUp.claimed_until <= now),
     )
 
 
