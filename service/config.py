@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = PROJECT_ROOT / "var"
@@ -275,5 +276,5 @@ def status_callback_url(base_url: str | None, **query: Any) -> str | None:
     Twilio reaches) + /twilio/status, with `query` (e.g. the call's id); None without a base."""
     if not base_url:
         return None
-    tail = "&".join(f"{k}={v}" for k, v in query.items())
+    tail = urlencode(query)
     return base_url.rstrip("/") + STATUS_CALLBACK_PATH + (f"?{tail}" if tail else "")

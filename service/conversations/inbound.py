@@ -124,7 +124,12 @@ def handle_inbound_sms(session: Session, *, to: str, from_: str, body: str | Non
         receipt = session.get(WebhookReceipt, sid) if sid else None
         answered = receipt.response_body if receipt is not None else None
     if sid and answered is not None:
-        return InboundResult(json.loads(answered), duplicate=True)
+        replies = json.loads(answered)
+        if replies_via_outbox and patient is not None:
+            # A spooled retry of a text handled before (Twilio retried: the first answer may
+            # never have reached it): the replies no status callback has confirmed go again.
+            _resend_unconfirmed(session, clinic, patient, sid, replies, now)
+        return InboundResult(replies, duplicate=True)
     text = (body or "").replace("\x00", "").strip()  # PostgreSQL text cannot hold NUL
     # clinic_phone is set: the clinic was found by it.
     sms = _Text(clinic_phone, phone, text, sid, now, opt_out_type)
@@ -393,6 +398,21 @@ def _deliver_replies(session, clinic, sms: _Text, result: InboundResult, *,
                 _message_row(patient, checkin, sms, to_number=patient.phone_e164, **values)
                 if patient is not None else
                 _stranger_row(clinic, sms, to_number=sms.phone, **values))
+
+
+def _resend_unconfirmed(session, clinic, patient: Patient, sid: str, replies: list[str],
+                        now: datetime) -> None:
+    """Queues, once, the TwiML replies to `sid` that Twilio never confirmed (their message rows
+    still carry their reply keys as "replied"): a repeated question beats a missing one."""
+    for index, text in enumerate(replies):
+        row = session.execute(sa.select(Message).where(
+            Message.twilio_sid == reply_key(sid, index), Message.status == "replied")
+        ).scalar_one_or_none()
+        if row is None:
+            continue
+        row.status = "resent"
+        outbox.enqueue(session, clinic=clinic, patient=patient, body=text, kind="reply",
+                       now=now, checkin=active_checkin(session, patient.id), quiet=False)
 
 
 def text_for_holding(lang: str = "en") -> str:

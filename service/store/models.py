@@ -74,9 +74,10 @@ CHECKIN_KINDS = ("intake", "followup")
 CHECKIN_STATUSES = tuple(CheckInStatus)
 DIRECTIONS = ("in", "out")
 # "replied": a TwiML reply to the patient's own text; "spoken": said on a call.
-# "not_sent": recorded by the dry-run sender in production (DRY_RUN=1), never delivered.
+# "not_sent": recorded by the dry-run sender in production (DRY_RUN=1), never delivered;
+# "resent": a TwiML reply Twilio never confirmed, queued again by a spooled retry of its text.
 MESSAGE_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed", "received", "replied",
-                    "spoken", "not_sent")
+                    "spoken", "not_sent", "resent")
 # consent: the first text; checkin: a question or advice; reply: the answer to a spooled text;
 # optout_confirm: the one confirmation after STOP; oncall: to the clinic's on-call number.
 OUTBOX_KINDS = ("consent", "checkin", "reply", "optout_confirm", "oncall")

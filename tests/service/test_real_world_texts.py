@@ -401,3 +401,38 @@ def test_a_spooled_no_stop_replayed_is_an_opt_out_never_an_answer(clinic, db):
     assert checkin.status == "cancelled" and "chest_symptoms" not in checkin.answers
     queued = [o.body for o in rows(db, Outbox, Outbox.status == "pending")]
     assert queued == [expect("k:optout.confirm", clinic, "en")]
+
+
+def test_a_spooled_retry_of_a_text_already_answered_resends_only_unconfirmed_replies(
+        phone, clinic, db):
+    """Twilio retried a text whose first answer never reached it, and the retry was spooled
+    (the database was away): the replay sends the replies no callback confirmed, once."""
+    start_intake(phone, "en")
+    form = phone.form("no")
+    answered = phone.post(form)
+    assert answered.status_code == 200
+    record = {"sid": form["MessageSid"], "to": form["To"], "from": form["From"], "body": "no"}
+
+    inbound.replay_spooled(db, record, DAYTIME)
+    inbound.replay_spooled(db, record, DAYTIME)
+
+    queued = rows(db, Outbox, Outbox.kind == "reply")
+    assert [o.body for o in queued] == [after_chest("en", clinic)]
+    (checkin,) = rows(db, CheckIn)
+    assert checkin.answers["chest_symptoms"] is False  # answered once, not twice
+
+
+def test_a_confirmed_reply_is_not_resent_by_a_spooled_retry(phone, clinic, db):
+    start_intake(phone, "en")
+    form = phone.form("no")
+    phone.post(form)
+    (reply,) = rows(db, Message, Message.direction == "out", Message.status == "replied",
+                    Message.body == after_chest("en", clinic))
+    phone.post({"MessageSid": "SM" + "c" * 32, "MessageStatus": "delivered",
+                "To": PATIENT, "From": form["To"], "AccountSid": form["AccountSid"]},
+               path=f"/twilio/status?reply={reply.twilio_sid}")
+    record = {"sid": form["MessageSid"], "to": form["To"], "from": form["From"], "body": "no"}
+
+    inbound.replay_spooled(db, record, DAYTIME)
+
+    assert rows(db, Outbox, Outbox.kind == "reply") == []

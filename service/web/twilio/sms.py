@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, current_app, request
 from twilio.twiml.messaging_response import MessagingResponse
 
 from flows import keywords
 from service import clock, taskqueue
+from service.config import status_callback_url
 from service.conversations import inbound
 from service.logs import mask_phone
 from service.messaging.delivery import reply_key
@@ -83,8 +83,8 @@ def twiml(texts: list[str], *, inbound_sid: str | None = None) -> Response:
 
 def status_url(**query: str) -> str:
     """/twilio/status under PUBLIC_BASE_URL (what Twilio requests and signs)."""
-    base = (current_app.config.get("PUBLIC_BASE_URL") or request.url_root).rstrip("/")
-    return f"{base}/twilio/status?{urlencode(query)}"
+    return status_callback_url(current_app.config.get("PUBLIC_BASE_URL") or request.url_root,
+                               **query)
 
 
 @bp.post("/sms")
