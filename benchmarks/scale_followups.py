@@ -408,7 +408,10 @@ def cmd_start(args) -> None:
 # ---- send -----------------------------------------------------------------------------------
 
 
-def seed_outbox(url: str, *, numbers: int, texts: int) -> None:
+def seed_outbox(url: str, *, numbers: int, texts: int, grouped: bool = False) -> None:
+    """TEXTS queued texts, one patient each, from NUMBERS clinics (one number each): taking
+    turns, or `grouped` clinic after clinic (as a batch of one clinic's follow-ups queues
+    them)."""
     from service.accounts.clinics import create_clinic
     from service.messaging import outbox
     from service.store import Database
@@ -422,7 +425,7 @@ def seed_outbox(url: str, *, numbers: int, texts: int) -> None:
         clinics = [create_clinic(session, name=f"Send Clinic {c}", numbers=[clinic_phone(c)],
                                  timezone=tz) for c in range(numbers)]
         for i in range(texts):
-            clinic = clinics[i % numbers]
+            clinic = clinics[i * numbers // texts] if grouped else clinics[i % numbers]
             patient = Patient(clinic_id=clinic.id, phone_e164=patient_phone(i), consent="given",
                               timezone=tz, created_at=now - timedelta(days=1))
             session.add(patient)
@@ -433,7 +436,7 @@ def seed_outbox(url: str, *, numbers: int, texts: int) -> None:
 
 
 def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
-                  concurrency: int) -> dict:
+                  concurrency: int, grouped: bool = False) -> dict:
     import sqlalchemy as sa
 
     from service.store import make_engine
@@ -450,7 +453,7 @@ def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
                   send_rate=rate)
     engine = make_engine(url)
     try:
-        seed_outbox(url, numbers=numbers, texts=texts)
+        seed_outbox(url, numbers=numbers, texts=texts, grouped=grouped)
         for w in range(workers):
             stack.worker(f"w{w}", concurrency=concurrency)
         stack.beat("main")
@@ -487,10 +490,14 @@ def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
 def cmd_send(args) -> None:
     results = []
     for rate, texts in ((args.rate, args.texts), (args.fast_rate, args.fast_texts)):
-        print(f"== {texts} texts from {args.numbers} numbers, limit {rate:g}/s per number, "
-              f"{args.workers} workers x {args.concurrency}", flush=True)
+        if not texts:
+            continue
+        print(f"== {texts} texts from {args.numbers} numbers "
+              f"({'queued number after number' if args.grouped else 'numbers taking turns'}), "
+              f"limit {rate:g}/s per number, {args.workers} workers x {args.concurrency}",
+              flush=True)
         r = send_scenario(numbers=args.numbers, texts=texts, rate=rate, workers=args.workers,
-                          concurrency=args.concurrency)
+                          concurrency=args.concurrency, grouped=args.grouped)
         results.append(r)
         print(f"sent={r['sent']} unsent={r['unsent']} duplicates={r['duplicates']} in "
               f"{r['seconds']:.1f}s: {r['throughput']:.1f} texts/s overall; busiest number "
@@ -522,6 +529,8 @@ def main() -> None:
     send.add_argument("--fast-rate", type=float, default=50.0)
     send.add_argument("--workers", type=int, default=2)
     send.add_argument("--concurrency", type=int, default=2)
+    send.add_argument("--grouped", action="store_true",
+                      help="queue the texts number after number instead of taking turns")
     send.add_argument("--json")
     args = parser.parse_args()
     {"claim": cmd_claim, "start": cmd_start, "send": cmd_send}[args.command](args)
