@@ -29,7 +29,7 @@ from service.accounts.staff import create_staff
 from service.conversations import consent
 from service.store import get_db, migrate
 from service.web.dashboard.forms import timezones
-from tests.api.fhir_check import validate_fhir
+from tests.web.api.fhir_check import validate_fhir
 from tests.e2e.harness import RedisServer, Stack
 from tests.e2e.npm_tools import AXE_JS, npm_tool
 from tests.service.sms_helpers import (

@@ -1,7 +1,7 @@
 """The 48-hour no-reply step of the follow-up schedule, through the real worker: a reminder
 call is written and placed by the beat's voice tasks, and a busy line is tried again within the
 allowed hours (issue 8; the calls' TwiML and Twilio transport are tested in
-tests/service/test_voice.py)."""
+tests/web/twilio/test_voice.py)."""
 
 from __future__ import annotations
 

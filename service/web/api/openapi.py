@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document of the JSON API: the contract requests are validated against and
-responses are tested against (tests/api/test_schemathesis.py)."""
+responses are tested against (tests/web/api/test_schemathesis.py)."""
 
 from __future__ import annotations
 

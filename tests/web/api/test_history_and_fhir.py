@@ -14,9 +14,9 @@ import sqlalchemy as sa
 
 from service.records import alerts
 from service.store.models import ApiToken, AuditLog, Clinic, Patient
-from tests.api.conftest import NOW, SELF_CARE, SOON_NIGHT_PAIN, Api, error_of, new_phone
-from tests.api.fhir_check import validate_fhir
-from tests.service.dashboard_helpers import make_staff
+from tests.web.api.conftest import NOW, SELF_CARE, SOON_NIGHT_PAIN, Api, error_of, new_phone
+from tests.web.api.fhir_check import validate_fhir
+from tests.web.dashboard.helpers import make_staff
 
 
 @pytest.fixture

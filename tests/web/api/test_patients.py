@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from flows.triage import RULE_TEXT
 from service.store.models import AuditLog, FollowUp, Outbox
-from tests.api.conftest import (
+from tests.web.api.conftest import (
     EMERGENCY_WEAKNESS,
     SOON_NIGHT_PAIN,
     Api,

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from service.accounts import api_tokens
 from service.store.models import ApiToken, AuditLog
-from tests.api.conftest import API, NOW, Api, error_of
+from tests.web.api.conftest import API, NOW, Api, error_of
 
 # (method, path, JSON body) of every operation; ids that exist do not matter for auth.
 OPERATIONS = [

@@ -34,9 +34,9 @@ from service.store.models import (
     Staff,
 )
 from service.web.dashboard.views import CSP
-from tests.api.fhir_check import validate_fhir
+from tests.web.api.fhir_check import validate_fhir
 from tests.conftest import production
-from tests.service.dashboard_helpers import PASSWORD, StaffClient, make_staff
+from tests.web.dashboard.helpers import PASSWORD, StaffClient, make_staff
 from tests.service.sms_helpers import SMS_CONFIG, Phone, intake_answers, rows
 
 CLINIC_A_NUMBER = "+16175550110"

@@ -17,7 +17,7 @@ from service.store.models import (
     Patient,
     WebhookReceipt,
 )
-from tests.api.conftest import SOON_NIGHT_PAIN, error_of
+from tests.web.api.conftest import SOON_NIGHT_PAIN, error_of
 
 
 def _erasable(api, clinic, enroll, patients):

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from service.cli import main
 from service.store.models import ApiToken
-from tests.api.conftest import Api, error_of
+from tests.web.api.conftest import Api, error_of
 
 
 def test_token_create_prints_the_token_once_and_it_works(runner, client, db, clinic):

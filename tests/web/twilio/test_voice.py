@@ -28,7 +28,7 @@ from service.store.models import (
 from service.voice import calls as voice_calls
 from service.voice import simulated as voice_sim
 from service.voice.callers import TwilioCaller
-from tests.service.voice_helpers import CLINIC_LINE, Twiml, VoicePhone, text_sms
+from tests.web.twilio.voice_helpers import CLINIC_LINE, Twiml, VoicePhone, text_sms
 from tests.support.phones import PUBLIC_BASE_URL, WEBHOOK_CONFIG
 from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, CALLS_URL, FakeTwilio
 

@@ -35,7 +35,7 @@ from service.store.models import (
     Staff,
 )
 from tests.conftest import PRODUCTION, production
-from tests.service.dashboard_helpers import PASSWORD, StaffClient, csrf_token, make_staff
+from tests.web.dashboard.helpers import PASSWORD, StaffClient, csrf_token, make_staff
 from tests.service.sms_helpers import ACCOUNT_SID, SMS_CONFIG, Phone, new_sid, sign
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)

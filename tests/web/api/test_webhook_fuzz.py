@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
 from service.conversations import consent
-from tests.api.conftest import NOW, Patients
+from tests.web.api.conftest import NOW, Patients
 
 AUTH_TOKEN = "fuzz-twilio-auth-token"
 PUBLIC_BASE_URL = "https://triage.example.org"
@@ -200,7 +200,7 @@ next_target = st.one_of(st.sampled_from([
 @pytest.fixture
 def login_app(make_app, db):
     from service.accounts.clinics import create_clinic
-    from tests.service.dashboard_helpers import make_staff
+    from tests.web.dashboard.helpers import make_staff
 
     app = make_app(LOG_LEVEL="WARNING")
     with db.transaction() as session:
@@ -216,7 +216,7 @@ def login_app(make_app, db):
        with_token=st.sampled_from([True, True, True, False]))
 def test_the_login_form_never_fails_nor_leaves_the_site(login_app, email, password, target,
                                                         address, with_token):
-    from tests.service.dashboard_helpers import csrf_token
+    from tests.web.dashboard.helpers import csrf_token
 
     client = login_app.test_client()
     form = {"email": email, "password": password}

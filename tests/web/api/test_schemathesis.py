@@ -19,7 +19,7 @@ from service.accounts.clinics import create_clinic
 from service.conversations import consent
 from service.store import get_db
 from service.web.api import openapi
-from tests.api.conftest import (
+from tests.web.api.conftest import (
     EMERGENCY_WEAKNESS,
     NOW,
     SOON_NIGHT_PAIN,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from flows.triage import RULE_TEXT
 from service.records import alerts
 from service.store.models import Alert, AuditLog, Clinic, Episode, FollowUp, Patient
-from tests.api.conftest import (
+from tests.web.api.conftest import (
     FOLLOWUP_GONE,
     FOLLOWUP_SAME,
     NOW,
