@@ -1,4 +1,6 @@
-"""Reminder calls and call statuses. Reminder calls(the follow-up's 48-hour no-reply step) are rows first: `request_reminder_call`
+"""Reminder calls and call statuses.
+
+Reminder calls (the follow-up's 48-hour no-reply step) are rows first: `request_reminder_call`
 writes one, `place_call` claims it and places it through a `service.voice.callers.Caller`, and a
 busy / no-answer / failed status writes the next attempt (at most `MAX_ATTEMPTS`), each inside
 the patient's allowed hours.
@@ -19,7 +21,14 @@ from service.messaging.senders import SendError
 from service.store.models import Call, CheckIn, Clinic, FollowUp, Message, Patient
 from service.voice import context, ivr
 from service.voice.callers import Caller, PlacedCall
-from service.voice.context import CallContext
+from service.voice.context import (
+    CallContext,
+    call_by_sid,
+    call_context,
+    can_call,
+    in_check_in,
+    lock_patient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +57,7 @@ def record_call_status(session: Session, *, call_sid: str, status: str, now: dat
     status = (status or "").lower()
     if status not in context.STATUS_RANK:
         return False
-    call = context.call_by_sid(session, call_sid)
+    call = call_by_sid(session, call_sid)
     if call is None and call_id is not None:
         call = session.execute(sa.select(Call).where(Call.id == call_id, Call.call_sid.is_(None))
                                .with_for_update()).scalar_one_or_none()
@@ -68,7 +77,7 @@ def record_call_status(session: Session, *, call_sid: str, status: str, now: dat
     if status not in context.FINAL_STATUSES:
         return True
     call.ended_at, call.stage = now, "ended"
-    ctx = context.call_context(session, call, now)
+    ctx = call_context(session, call, now)
     log.info("call %s ended: %s", call.id, status)
     if status == "completed":
         ivr.continue_by_text(session, ctx, at_once=False)
@@ -82,7 +91,7 @@ def _next_attempt(session: Session, ctx: CallContext) -> Call | None:
     if call.attempt >= MAX_ATTEMPTS:
         log.info("reminder call %s: no answer after %d attempts", call.id, call.attempt)
         return None
-    if not (context.can_call(ctx.patient) and context.in_check_in(ctx)):
+    if not (can_call(ctx.patient) and in_check_in(ctx)):
         return None
     tz = checkins.timezone_of(ctx.patient, ctx.clinic)
     retry = Call(clinic_id=call.clinic_id, patient_id=call.patient_id, checkin_id=call.checkin_id,
@@ -105,8 +114,8 @@ def request_reminder_call(session: Session, target: CheckIn | FollowUp,
     checkin = target.checkin if isinstance(target, FollowUp) else target
     if checkin is None or checkin.status != "active":
         return None
-    patient = context.lock_patient(session, checkin.patient_id)
-    if not context.can_call(patient):
+    patient = lock_patient(session, checkin.patient_id)
+    if not can_call(patient):
         return None
     called = session.execute(sa.select(Call.id).where(
         Call.checkin_id == checkin.id, Call.purpose == "reminder")).first()
@@ -181,8 +190,8 @@ def place_call(db, call_id: int, caller: Caller, now: datetime) -> str:
             and call.claimed_until <= now)
         if not ready:
             return "skipped"
-        ctx = context.call_context(session, call, now)
-        if not (context.can_call(ctx.patient) and context.in_check_in(ctx)) or _replied(session, ctx.checkin):
+        ctx = call_context(session, call, now)
+        if not (can_call(ctx.patient) and in_check_in(ctx)) or _replied(session, ctx.checkin):
             call.status, call.stage, call.claimed_until = "cancelled", "ended", None
             return "cancelled"
         allowed = quiet_hours.next_allowed(now, checkins.timezone_of(ctx.patient, ctx.clinic))
@@ -227,7 +236,8 @@ def _call_failed(db, call_id: int, exc: SendError, now: datetime) -> str:
     return "failed"
 
 
-def place_reminder_call(db, target: CheckIn | FollowUp, now: datetime, caller: Caller) -> str | None:
+def place_reminder_call(db, target: CheckIn | FollowUp, now: datetime,
+                        caller: Caller) -> str | None:
     """The follow-up schedule's 48-hour no-reply step for one check-in (or follow-up): writes
     the reminder call and places it if the hour allows (else the row waits for `due_call_ids`).
     Returns place_call's outcome, or None when no call is due."""

@@ -32,7 +32,22 @@ from service.records.alerts import raise_alert
 from service.store import queries
 from service.store.models import Call, Patient
 from service.voice import context, replies
-from service.voice.context import CallContext
+from service.voice.context import (
+    CallContext,
+    again,
+    call_by_sid,
+    call_context,
+    can_text,
+    dialable,
+    gone,
+    heard,
+    in_check_in,
+    line_for,
+    line_of,
+    load_call,
+    reply_with,
+    unknown_call,
+)
 from service.voice.replies import Line, Listen, VoiceReply
 
 log = logging.getLogger(__name__)
@@ -40,19 +55,20 @@ log = logging.getLogger(__name__)
 def answer_call(session: Session, *, call_sid: str, to: str, from_: str, now: datetime,
                 answered_by: str | None = None, call_id: int | None = None) -> VoiceReply:
     """POST /twilio/voice: a patient calls the clinic's number, or answers our reminder call."""
-    call = context.call_by_sid(session, call_sid)
+    call = call_by_sid(session, call_sid)
     if call is None and call_id is not None:
-        call = session.execute(sa.select(Call).where(Call.id == call_id, Call.direction == "outbound")
+        call = session.execute(sa.select(Call).where(Call.id == call_id,
+                                                     Call.direction == "outbound")
                                .with_for_update()).scalar_one_or_none()
         if call is not None and call.call_sid not in (None, call_sid):
             call = None  # that row is another call's
         if call is not None:
             call.call_sid = call_sid  # answered before the placing worker recorded the SID
     if call is not None and call.turn > 0:
-        return context.again(context.call_context(session, call, now))  # the same webhook again
+        return again(call_context(session, call, now))  # the same webhook again
     if call is None:
         return _answer_inbound(session, call_sid=call_sid, to=to, from_=from_, now=now)
-    return _answer_outbound(session, context.call_context(session, call, now), answered_by)
+    return _answer_outbound(session, call_context(session, call, now), answered_by)
 
 
 def _answer_inbound(session: Session, *, call_sid: str, to: str, from_: str,
@@ -60,13 +76,14 @@ def _answer_inbound(session: Session, *, call_sid: str, to: str, from_: str,
     clinic = inbound.clinic_for_number(session, to)
     if clinic is None:
         log.warning("inbound call %s to a number no clinic owns", call_sid)
-        return context.unknown_call()
+        return unknown_call()
     try:
         phone = normalize_phone(from_)
     except ValueError:
         # A withheld or foreign caller ID: no patient to keep answers for.
         return VoiceReply(say=tuple(
-            Line(replies.speakable(checkins.text_for("voice.hidden_number", clinic, lang), clinic), lang)
+            Line(replies.speakable(checkins.text_for("voice.hidden_number", clinic, lang),
+                                   clinic), lang)
             for lang in ("en", "es")), hangup=True)
     patient = inbound.lock_patient(session, clinic.id, phone)
     if patient is None:
@@ -84,7 +101,7 @@ def _answer_inbound(session: Session, *, call_sid: str, to: str, from_: str,
     session.flush()
     ctx = CallContext(call, clinic, patient, queries.active_checkin(session, patient.id), now)
     log.info("inbound call %s (clinic %s)", call.id, clinic.id)
-    return context.reply_with(session, ctx, _language_menu(ctx))
+    return reply_with(session, ctx, _language_menu(ctx))
 
 
 def _answer_outbound(session: Session, ctx: CallContext, answered_by: str | None) -> VoiceReply:
@@ -96,26 +113,27 @@ def _answer_outbound(session: Session, ctx: CallContext, answered_by: str | None
         # A voicemail hears who called and how to reach us, never anything about health.
         log.info("call %s reached %s", call.id, answered_by)
         if answered_by == "fax":
-            return context.reply_with(session, ctx, VoiceReply(hangup=True))
+            return reply_with(session, ctx, VoiceReply(hangup=True))
         lang = ctx.patient.language if ctx.patient else "en"
-        return context.reply_with(session, ctx, VoiceReply(say=(context.line_for(ctx, "voice.machine", lang),),
+        return reply_with(session, ctx, VoiceReply(say=(line_for(ctx, "voice.machine", lang),),
                                                hangup=True))
-    if not context.in_check_in(ctx) or ctx.patient is None or ctx.patient.opted_out:
-        return context.reply_with(session, ctx, context.gone(ctx))
-    return context.reply_with(session, ctx, _language_menu(ctx))
+    if not in_check_in(ctx) or ctx.patient is None or ctx.patient.opted_out:
+        return reply_with(session, ctx, gone(ctx))
+    return reply_with(session, ctx, _language_menu(ctx))
 
 
 def _language_menu(ctx: CallContext) -> VoiceReply:
     ctx.call.stage, ctx.call.pending = "language", {}
     lang = ctx.patient.language if ctx.patient else "en"
-    return VoiceReply(prompt=(context.line_for(ctx, "voice.language", "en"), context.line_for(ctx, "voice.language", "es")),
+    return VoiceReply(prompt=(line_for(ctx, "voice.language", "en"),
+                              line_for(ctx, "voice.language", "es")),
                       listen=Listen("lang", lang, replies.HINTS["language"][lang]))
 
 
 def choose_language(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
                     speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/lang: 1 English, 2 español (or said); then the check-in begins."""
-    ctx = context.heard(session, call_sid, "language", turn, digits or speech, now)
+    ctx = heard(session, call_sid, "language", turn, digits or speech, now)
     if isinstance(ctx, VoiceReply):
         return ctx
     lang = menus.language_choice(digits, speech)
@@ -124,9 +142,9 @@ def choose_language(session: Session, *, call_sid: str, turn: int | None, digits
         if tries < 2:
             reply = _language_menu(ctx)
             ctx.call.pending = {"tries": tries}
-            return context.reply_with(session, ctx, reply)
+            return reply_with(session, ctx, reply)
         lang = ctx.patient.language
-    return context.reply_with(session, ctx, _begin(session, ctx, lang))
+    return reply_with(session, ctx, _begin(session, ctx, lang))
 
 
 def _begin(session: Session, ctx: CallContext, lang: str) -> VoiceReply:
@@ -152,7 +170,7 @@ def _begin(session: Session, ctx: CallContext, lang: str) -> VoiceReply:
     texts = checkins.start(session, ctx.clinic, patient, kind, now, reply=True, channel="voice")
     checkin = queries.active_checkin(session, patient.id)
     if checkin is None:  # the flow ended at once (nothing left to ask)
-        return VoiceReply(say=tuple(context.line_of(ctx, text, lang) for text in texts), hangup=True)
+        return VoiceReply(say=tuple(line_of(ctx, text, lang) for text in texts), hangup=True)
     ctx.checkin, ctx.call.checkin_id = checkin, checkin.id
     return _ask(ctx, texts[:-1] + [how] + texts[-1:])
 
@@ -172,8 +190,8 @@ def _ask(ctx: CallContext, texts: list[str]) -> VoiceReply:
     lang = checkin.state["lang"]
     ctx.call.stage, ctx.call.node, ctx.call.pending = "question", node.id, {}
     texts = texts or checkins.repeat_question(checkin)
-    return VoiceReply(say=tuple(context.line_of(ctx, text, lang) for text in texts[:-1]),
-                      prompt=(context.line_of(ctx, texts[-1], lang),), listen=_listen_for(node.parse, lang))
+    return VoiceReply(say=tuple(line_of(ctx, text, lang) for text in texts[:-1]),
+                      prompt=(line_of(ctx, texts[-1], lang),), listen=_listen_for(node.parse, lang))
 
 
 def _current_node(ctx: CallContext):
@@ -195,36 +213,36 @@ def _feed(session: Session, ctx: CallContext, text: str) -> VoiceReply:
 def _advice(ctx: CallContext, texts: list[str]) -> VoiceReply:
     lang = ctx.checkin.language
     ctx.call.stage, ctx.call.node, ctx.call.pending = "advice", None, {"advice": list(texts)}
-    options = [context.line_for(ctx, "voice.option.repeat", lang)]
-    if context.dialable(ctx.clinic):
-        options.append(context.line_for(ctx, "voice.option.clinic", lang))
-    options.append(context.line_for(ctx, "voice.option.hangup", lang))
-    return VoiceReply(say=tuple(context.line_of(ctx, text, lang) for text in texts), prompt=tuple(options),
+    options = [line_for(ctx, "voice.option.repeat", lang)]
+    if dialable(ctx.clinic):
+        options.append(line_for(ctx, "voice.option.clinic", lang))
+    options.append(line_for(ctx, "voice.option.hangup", lang))
+    return VoiceReply(say=tuple(line_of(ctx, text, lang) for text in texts), prompt=tuple(options),
                       listen=Listen("advice", lang, replies.HINTS["advice"][lang]))
 
 
 def answer(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
            speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/answer: keys or words answering the current question."""
-    ctx = context.heard(session, call_sid, "question", turn, digits or speech, now)
+    ctx = heard(session, call_sid, "question", turn, digits or speech, now)
     if isinstance(ctx, VoiceReply):
         return ctx
-    if not context.in_check_in(ctx):
-        return context.reply_with(session, ctx, context.gone(ctx))
+    if not in_check_in(ctx):
+        return reply_with(session, ctx, gone(ctx))
     if speech and not digits and keywords.classify(speech) == "stop":
-        return context.reply_with(session, ctx, _opt_out(session, ctx, speech))
+        return reply_with(session, ctx, _opt_out(session, ctx, speech))
     node = _current_node(ctx)
     if node.id != ctx.call.node:  # the check-in moved on by text meanwhile
-        return context.reply_with(session, ctx, _ask(ctx, []))
+        return reply_with(session, ctx, _ask(ctx, []))
     if node.parse in replies.NUMBER_KINDS:
         readback = _readback(ctx, node, digits, speech)
         if readback is not None:
-            return context.reply_with(session, ctx, readback)
+            return reply_with(session, ctx, readback)
         text = f"{digits} {replies.DAYS_WORD[ctx.lang]}" if digits and node.parse == "duration" \
             else (digits or speech)
     else:
         text = digits or speech
-    return context.reply_with(session, ctx, _feed(session, ctx, text))
+    return reply_with(session, ctx, _feed(session, ctx, text))
 
 
 def _readback(ctx: CallContext, node, digits: str, speech: str) -> VoiceReply | None:
@@ -236,7 +254,7 @@ def _readback(ctx: CallContext, node, digits: str, speech: str) -> VoiceReply | 
         if not parsed.ok:
             return None  # out of range or not a number: the engine re-asks
         spelled = " ".join(digits)
-        line = context.line_for(ctx, "voice.confirm.days" if kind == "duration" else "voice.confirm.keys",
+        line = line_for(ctx, "voice.confirm.days" if kind == "duration" else "voice.confirm.keys",
                   answer=spelled, days=str(parsed.value))
     else:
         text = speech.strip()
@@ -244,92 +262,95 @@ def _readback(ctx: CallContext, node, digits: str, speech: str) -> VoiceReply | 
         if not parsed.ok:
             return None
         understood = text.rstrip(".!?") if kind == "duration" else str(parsed.value)
-        line = context.line_for(ctx, "voice.confirm.speech", answer=understood)
+        line = line_for(ctx, "voice.confirm.speech", answer=understood)
     ctx.call.stage, ctx.call.pending = "confirm", {"text": text, "node": node.id}
-    return VoiceReply(prompt=(line,), listen=Listen("confirm", lang, replies.HINTS["confirm"][lang]))
+    return VoiceReply(prompt=(line,),
+                      listen=Listen("confirm", lang, replies.HINTS["confirm"][lang]))
 
 
 def confirm(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
             speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/confirm: 1 (or "yes") takes the number read back; 2 asks again."""
-    ctx = context.heard(session, call_sid, "confirm", turn, digits or speech, now)
+    ctx = heard(session, call_sid, "confirm", turn, digits or speech, now)
     if isinstance(ctx, VoiceReply):
         return ctx
-    if not context.in_check_in(ctx):
-        return context.reply_with(session, ctx, context.gone(ctx))
+    if not in_check_in(ctx):
+        return reply_with(session, ctx, gone(ctx))
     said = parsing.parse_yes_no(speech, ctx.lang) if speech and not digits else parsing.UNCLEAR
     yes = digits == "1" or said.value is True
     no = digits == "2" or said.value is False
     pending = dict(ctx.call.pending)
     if yes and pending.get("node") == ctx.checkin.state.get("node"):
-        return context.reply_with(session, ctx, _feed(session, ctx, pending["text"]))
+        return reply_with(session, ctx, _feed(session, ctx, pending["text"]))
     tries = pending.get("tries", 0) + 1
     if yes or no or tries >= 2:
-        return context.reply_with(session, ctx, _ask(ctx, []))  # the question again, from the start
-    last = context.again(ctx)
+        return reply_with(session, ctx, _ask(ctx, []))  # the question again, from the start
+    last = again(ctx)
     ctx.call.pending = {**pending, "tries": tries}
-    return context.reply_with(session, ctx, replace(last, say=()))
+    return reply_with(session, ctx, replace(last, say=()))
 
 
 def silence(session: Session, *, call_sid: str, turn: int | None, now: datetime) -> VoiceReply:
     """POST /twilio/voice/silence: the prompt got no input at all (the <Gather> timed out)."""
-    ctx = context.load_call(session, call_sid, now)
+    ctx = load_call(session, call_sid, now)
     if ctx is None:
-        return context.unknown_call()
+        return unknown_call()
     if turn != ctx.call.turn or ctx.call.stage not in replies.STEP_OF_STAGE:
-        return context.again(ctx)
+        return again(ctx)
     call = ctx.call
     call.silences += 1
     if call.stage == "advice":
-        return context.reply_with(session, ctx, VoiceReply(say=(context.line_for(ctx, "voice.goodbye"),), hangup=True))
+        return reply_with(session, ctx,
+                          VoiceReply(say=(line_for(ctx, "voice.goodbye"),), hangup=True))
     if call.stage == "offer" and call.pending.get("after") == "dial":
         return _leave_message(session, ctx)  # nobody answered, and the caller said nothing
     if call.stage == "offer":
-        return context.reply_with(session, ctx, _end_kept(session, ctx))
+        return reply_with(session, ctx, _end_kept(session, ctx))
     if call.stage == "language":
         if call.silences >= 2:  # go on in the language we know for them
             call.silences = 0
-            return context.reply_with(session, ctx, _begin(session, ctx, ctx.patient.language))
-        return context.reply_with(session, ctx, replace(context.again(ctx), say=(context.line_for(ctx, "voice.silence"),)))
-    if not context.in_check_in(ctx):
-        return context.reply_with(session, ctx, context.gone(ctx))
+            return reply_with(session, ctx, _begin(session, ctx, ctx.patient.language))
+        return reply_with(session, ctx, replace(again(ctx), say=(line_for(ctx, "voice.silence"),)))
+    if not in_check_in(ctx):
+        return reply_with(session, ctx, gone(ctx))
     if call.silences >= 2:
-        return context.reply_with(session, ctx, _offer(ctx))
-    return context.reply_with(session, ctx, replace(context.again(ctx), say=(context.line_for(ctx, "voice.silence"),)))
+        return reply_with(session, ctx, _offer(ctx))
+    return reply_with(session, ctx, replace(again(ctx), say=(line_for(ctx, "voice.silence"),)))
 
 
 def _offer(ctx: CallContext) -> VoiceReply:
     """After no input twice: finish by text, or talk to the clinic, or hang up."""
     ctx.call.stage = "offer"
-    options = [context.line_for(ctx, "voice.offer")]
-    if context.can_text(ctx.patient):
-        options.append(context.line_for(ctx, "voice.option.text"))
-    if context.dialable(ctx.clinic):
-        options.append(context.line_for(ctx, "voice.option.clinic"))
-    options.append(context.line_for(ctx, "voice.option.hangup"))
+    options = [line_for(ctx, "voice.offer")]
+    if can_text(ctx.patient):
+        options.append(line_for(ctx, "voice.option.text"))
+    if dialable(ctx.clinic):
+        options.append(line_for(ctx, "voice.option.clinic"))
+    options.append(line_for(ctx, "voice.option.hangup"))
     return VoiceReply(prompt=tuple(options), listen=Listen("offer", ctx.lang,
                                                            replies.HINTS["offer"][ctx.lang]))
 
 
 def offer(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
           speech: str = "", now: datetime) -> VoiceReply:
-    """POST /twilio/voice/offer: 1 finish by text, 2 talk to the clinic; else back to the question."""
-    ctx = context.heard(session, call_sid, "offer", turn, digits or speech, now)
+    """POST /twilio/voice/offer: 1 finish by text, 2 talk to the clinic; else the question."""
+    ctx = heard(session, call_sid, "offer", turn, digits or speech, now)
     if isinstance(ctx, VoiceReply):
         return ctx
-    if not context.in_check_in(ctx):
-        return context.reply_with(session, ctx, context.gone(ctx))
+    if not in_check_in(ctx):
+        return reply_with(session, ctx, gone(ctx))
     choice = menus.menu_choice(digits, speech, menus.OFFER)
-    if choice == "one" and context.can_text(ctx.patient):
+    if choice == "one" and can_text(ctx.patient):
         continue_by_text(session, ctx, at_once=True)
-        return context.reply_with(session, ctx, VoiceReply(say=(context.line_for(ctx, "voice.texting"),), hangup=True))
-    if choice == "two" and context.dialable(ctx.clinic):
-        return context.reply_with(session, ctx, _connect(ctx))
-    return context.reply_with(session, ctx, _ask(ctx, []))
+        return reply_with(session, ctx,
+                          VoiceReply(say=(line_for(ctx, "voice.texting"),), hangup=True))
+    if choice == "two" and dialable(ctx.clinic):
+        return reply_with(session, ctx, _connect(ctx))
+    return reply_with(session, ctx, _ask(ctx, []))
 
 
 def _connect(ctx: CallContext) -> VoiceReply:
-    return VoiceReply(say=(context.line_for(ctx, "voice.connecting"),), dial=ctx.clinic.phone, hangup=True)
+    return VoiceReply(say=(line_for(ctx, "voice.connecting"),), dial=ctx.clinic.phone, hangup=True)
 
 
 # <Dial>'s outcomes (DialCallStatus) that mean someone at the clinic took the call.
@@ -341,53 +362,53 @@ def dialed(session: Session, *, call_sid: str, turn: int | None, status: str,
     """POST /twilio/voice/dialed (the <Dial>'s action): the clinic's line answered, or nobody
     did (busy, no answer, failed). Then the caller is not hung up on: they may finish by text
     or leave a message for the clinic."""
-    ctx = context.load_call(session, call_sid, now)
+    ctx = load_call(session, call_sid, now)
     if ctx is None:
-        return context.unknown_call()
+        return unknown_call()
     if turn != ctx.call.turn or ctx.call.stage != "ended":
         return VoiceReply(hangup=True)  # a late or repeated request: the call went on
     if status in DIAL_ANSWERED or ctx.patient is None:
-        return context.reply_with(session, ctx, VoiceReply(hangup=True))
+        return reply_with(session, ctx, VoiceReply(hangup=True))
     log.info("call %s: the clinic's line did not answer (%s)", ctx.call.id, status or "?")
     # An offer of its own (stage "offer", marked in `pending`): no new stage, no migration.
     ctx.call.stage, ctx.call.pending = "offer", {"after": "dial"}
-    options = [context.line_for(ctx, "voice.unanswered")]
-    if context.can_text(ctx.patient) and context.in_check_in(ctx):
-        options.append(context.line_for(ctx, "voice.option.text"))
-    options.append(context.line_for(ctx, "voice.option.message"))
-    return context.reply_with(session, ctx, VoiceReply(prompt=tuple(options), listen=Listen(
+    options = [line_for(ctx, "voice.unanswered")]
+    if can_text(ctx.patient) and in_check_in(ctx):
+        options.append(line_for(ctx, "voice.option.text"))
+    options.append(line_for(ctx, "voice.option.message"))
+    return reply_with(session, ctx, VoiceReply(prompt=tuple(options), listen=Listen(
         "unanswered", ctx.lang, replies.HINTS["offer"][ctx.lang])))
 
 
 def unanswered(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
                speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/unanswered: 1 finishes by text; anything else leaves a message."""
-    ctx = context.heard(session, call_sid, "offer", turn, digits or speech, now)
+    ctx = heard(session, call_sid, "offer", turn, digits or speech, now)
     if isinstance(ctx, VoiceReply):
         return ctx
     if ctx.call.pending.get("after") != "dial":
-        return context.again(ctx)
+        return again(ctx)
     choice = menus.menu_choice(digits, speech, menus.OFFER)
-    if choice == "one" and context.can_text(ctx.patient) and context.in_check_in(ctx):
+    if choice == "one" and can_text(ctx.patient) and in_check_in(ctx):
         continue_by_text(session, ctx, at_once=True)
-        return context.reply_with(session, ctx, VoiceReply(
-            say=(context.line_for(ctx, "voice.texting"),), hangup=True))
+        return reply_with(session, ctx, VoiceReply(
+            say=(line_for(ctx, "voice.texting"),), hangup=True))
     return _leave_message(session, ctx)
 
 
 def _leave_message(session: Session, ctx: CallContext) -> VoiceReply:
     ctx.call.pending = {"after": "record"}  # the recording's action comes with this turn
-    return context.reply_with(session, ctx, VoiceReply(
-        say=(context.line_for(ctx, "voice.message.start"),), record=True, hangup=True))
+    return reply_with(session, ctx, VoiceReply(
+        say=(line_for(ctx, "voice.message.start"),), record=True, hangup=True))
 
 
 def recorded(session: Session, *, call_sid: str, turn: int | None, recording_url: str,
              seconds: str, now: datetime) -> VoiceReply:
     """POST /twilio/voice/recorded (the <Record>'s action): the clinic hears of the message
     as a callback request, with the recording's address (in Twilio, behind its credentials)."""
-    ctx = context.load_call(session, call_sid, now)
+    ctx = load_call(session, call_sid, now)
     if ctx is None:
-        return context.unknown_call()
+        return unknown_call()
     if turn != ctx.call.turn or ctx.call.pending.get("after") != "record":
         return VoiceReply(hangup=True)
     if recording_url and ctx.patient is not None:
@@ -395,24 +416,24 @@ def recorded(session: Session, *, call_sid: str, turn: int | None, recording_url
                     now=now, episode=queries.open_episode(session, ctx.patient.id),
                     summary=f"The patient asked for the clinic on a call; nobody answered, and "
                             f"they left a voice message ({seconds or '?'} s): {recording_url}")
-    return context.reply_with(session, ctx, VoiceReply(
-        say=(context.line_for(ctx, "voice.message.thanks"),), hangup=True))
+    return reply_with(session, ctx, VoiceReply(
+        say=(line_for(ctx, "voice.message.thanks"),), hangup=True))
 
 
 def _end_kept(session: Session, ctx: CallContext) -> VoiceReply:
     """No input to the offer either: end politely; the answers so far are kept."""
     continue_by_text(session, ctx, at_once=False)
-    return VoiceReply(say=(context.line_for(ctx, "voice.kept"),), hangup=True)
+    return VoiceReply(say=(line_for(ctx, "voice.kept"),), hangup=True)
 
 
 def continue_by_text(session: Session, ctx: CallContext, *, at_once: bool) -> None:
     """Moves an unfinished voice check-in to SMS and texts the current question. The engine's
     wait (reminder, then timeout and INCOMPLETE with its alert) runs on from when it was asked."""
     checkin, patient = ctx.checkin, ctx.patient
-    if not context.in_check_in(ctx) or checkin.channel != "voice":
+    if not in_check_in(ctx) or checkin.channel != "voice":
         return
     checkins.switch_channel(checkin, "sms")
-    if not context.can_text(patient):
+    if not can_text(patient):
         return
     tz = checkins.timezone_of(patient, ctx.clinic)
     for body in [checkins.text_for("resume.sms", ctx.clinic, checkin.language),
@@ -427,19 +448,19 @@ def _opt_out(session: Session, ctx: CallContext, said: str) -> VoiceReply:
     """"Stop calling me": recorded like a texted STOP; the spoken confirmation is the only one."""
     consent.opt_out(session, ctx.clinic, ctx.patient, said, ctx.now)
     ctx.patient.calls_allowed = False
-    return VoiceReply(say=(context.line_for(ctx, "voice.optout"),), hangup=True)
+    return VoiceReply(say=(line_for(ctx, "voice.optout"),), hangup=True)
 
 
 def advice(session: Session, *, call_sid: str, turn: int | None, digits: str = "",
            speech: str = "", now: datetime) -> VoiceReply:
     """POST /twilio/voice/advice: 1 hears the advice again, 2 talks to the clinic."""
-    ctx = context.heard(session, call_sid, "advice", turn, digits or speech, now)
+    ctx = heard(session, call_sid, "advice", turn, digits or speech, now)
     if isinstance(ctx, VoiceReply):
         return ctx
     choice = menus.menu_choice(digits, speech, menus.ADVICE)
     if choice == "one":
-        return context.reply_with(session, ctx, _advice(ctx, ctx.call.pending.get("advice", [])))
-    if choice == "two" and context.dialable(ctx.clinic):
-        return context.reply_with(session, ctx, _connect(ctx))
-    return context.reply_with(session, ctx, VoiceReply(say=(context.line_for(ctx, "voice.goodbye"),), hangup=True))
+        return reply_with(session, ctx, _advice(ctx, ctx.call.pending.get("advice", [])))
+    if choice == "two" and dialable(ctx.clinic):
+        return reply_with(session, ctx, _connect(ctx))
+    return reply_with(session, ctx, VoiceReply(say=(line_for(ctx, "voice.goodbye"),), hangup=True))
 
