@@ -111,6 +111,10 @@ def delivery_failures(session: Session, patient_id: int) -> int:
 
 
 def _count_delivery_failure(session: Session, message: Message, now: datetime) -> None:
+    # Callbacks for one patient's texts arrive side by side: the patient's row lock makes the
+    # count and the "one open alert" check one at a time (the webhook's lock order: patient).
+    patient = session.execute(sa.select(Patient).where(Patient.id == message.patient_id)
+                              .with_for_update()).scalar_one()
     failures = delivery_failures(session, message.patient_id)
     if failures < FAILURES_BEFORE_ALERT:
         return
@@ -119,7 +123,6 @@ def _count_delivery_failure(session: Session, message: Message, now: datetime) -
         Alert.status == "open")).first()
     if already is not None:
         return
-    patient = session.get(Patient, message.patient_id)
     raise_alert(session, session.get(Clinic, message.clinic_id), patient,
                 kind="delivery_failure", level="soon", now=now,
                 summary=f"{failures} texts in a row did not reach the patient's phone "
