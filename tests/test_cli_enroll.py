@@ -9,7 +9,7 @@ import pytest
 
 from service.cli import main
 from service.store.models import AuditLog, Outbox, Patient
-from tests.service.sms_helpers import counts, rows
+from tests.support.db import counts, rows
 
 
 def test_enroll_prints_the_patient_id_and_queues_the_consent_text(runner, db, make_clinic):

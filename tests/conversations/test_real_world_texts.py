@@ -18,15 +18,9 @@ from flows.loader import get_flow
 from service.conversations import checkins, inbound
 from service.store.models import Alert, CheckIn, Clinic, FollowUp, Message, Outbox, Patient
 from service.store.queries import cancel_followups
-from tests.service.sms_helpers import (
-    SELF_CARE_EN,
-    SELF_CARE_ES,
-    SMS_CONFIG,
-    Phone,
-    intake_answers,
-    new_sid,
-    rows,
-)
+from tests.support.answers import SELF_CARE_EN, SELF_CARE_ES, intake_answers
+from tests.support.db import rows
+from tests.support.phones import WEBHOOK_CONFIG, Phone, new_sid
 
 PATIENT = "+16175550142"
 STRANGER = "+16175550177"
@@ -35,7 +29,7 @@ DAYTIME = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)  # 10:00 in Boston
 
 @pytest.fixture
 def app_config(app_config, database_url):
-    return {**app_config, **SMS_CONFIG}
+    return {**app_config, **WEBHOOK_CONFIG}
 
 
 @pytest.fixture

@@ -29,18 +29,12 @@ from service.accounts.staff import create_staff
 from service.conversations import consent
 from service.store import get_db, migrate
 from service.web.dashboard.forms import timezones
-from tests.web.api.fhir_check import validate_fhir
 from tests.e2e.harness import RedisServer, Stack
 from tests.e2e.npm_tools import AXE_JS, npm_tool
-from tests.service.sms_helpers import (
-    ACCOUNT_SID,
-    FOLLOWUP_CLEAR_EN,
-    SELF_CARE_EN,
-    followup_answers,
-    intake_answers,
-    new_sid,
-    sign,
-)
+from tests.support.answers import FOLLOWUP_CLEAR_EN, SELF_CARE_EN, followup_answers, intake_answers
+from tests.support.phones import new_sid, sign
+from tests.support.twilio import ACCOUNT_SID
+from tests.web.api.fhir_check import validate_fhir
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 

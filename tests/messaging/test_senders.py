@@ -18,7 +18,7 @@ from service.messaging.senders import (
     sender_from_config,
 )
 from service.store.models import Clinic, Message, Outbox, Patient
-from tests.service.sms_helpers import rows
+from tests.support.db import rows
 from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, MESSAGES_URL, FakeTwilio
 
 CLINIC_NUMBER = "+16175550100"

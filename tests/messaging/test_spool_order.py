@@ -14,7 +14,8 @@ from sqlalchemy.engine import make_url
 
 from service.conversations import inbound
 from service.store.models import CheckIn, Message, Outbox
-from tests.service.sms_helpers import SMS_CONFIG, Phone, rows, twiml_messages
+from tests.support.db import rows
+from tests.support.phones import WEBHOOK_CONFIG, Phone, twiml_messages
 
 PATIENT = "+16175550152"
 OTHER_PATIENT = "+16175550153"
@@ -22,7 +23,7 @@ OTHER_PATIENT = "+16175550153"
 
 @pytest.fixture
 def app_config(app_config, database_url):
-    return {**app_config, **SMS_CONFIG}
+    return {**app_config, **WEBHOOK_CONFIG}
 
 
 @pytest.fixture

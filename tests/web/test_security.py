@@ -35,8 +35,9 @@ from service.store.models import (
     Staff,
 )
 from tests.conftest import PRODUCTION, production
+from tests.support.phones import WEBHOOK_CONFIG, Phone, new_sid, sign
+from tests.support.twilio import ACCOUNT_SID
 from tests.web.dashboard.helpers import PASSWORD, StaffClient, csrf_token, make_staff
-from tests.service.sms_helpers import ACCOUNT_SID, SMS_CONFIG, Phone, new_sid, sign
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -363,11 +364,11 @@ def test_api_json_nothing_can_store_is_a_400_not_a_500(client, db, make_clinic, 
 @pytest.mark.parametrize("path", ["/twilio/voice", "/twilio/voice/answer?n=1", "/twilio/status"])
 def test_voice_parameters_twilio_never_sends_are_a_400(make_app, make_clinic, call_sid, path):
     make_clinic(numbers=["+16175550100"])
-    app = make_app(**SMS_CONFIG)
+    app = make_app(**WEBHOOK_CONFIG)
     form = {"CallSid": call_sid, "From": "+16175550142", "To": "+16175550100",
             "AccountSid": ACCOUNT_SID, "CallStatus": "completed", "Digits": "1"}
     response = app.test_client().post(path, data=form, headers={
-        "X-Twilio-Signature": sign(SMS_CONFIG["PUBLIC_BASE_URL"] + path, form)})
+        "X-Twilio-Signature": sign(WEBHOOK_CONFIG["PUBLIC_BASE_URL"] + path, form)})
     assert response.status_code == 400
     assert "CallSid" in response.get_data(as_text=True)
     with get_db(app).transaction() as session:
@@ -379,10 +380,10 @@ def test_voice_parameters_twilio_never_sends_are_a_400(make_app, make_clinic, ca
                                              ("SpeechResult", "yes\x00")])
 def test_other_voice_parameters_are_checked_too(make_app, make_clinic, name, value):
     make_clinic(numbers=["+16175550100"])
-    app = make_app(**SMS_CONFIG)
+    app = make_app(**WEBHOOK_CONFIG)
     form = {"CallSid": new_sid("CA"), "From": "+16175550142", "To": "+16175550100", name: value}
     response = app.test_client().post("/twilio/voice", data=form, headers={
-        "X-Twilio-Signature": sign(SMS_CONFIG["PUBLIC_BASE_URL"] + "/twilio/voice", form)})
+        "X-Twilio-Signature": sign(WEBHOOK_CONFIG["PUBLIC_BASE_URL"] + "/twilio/voice", form)})
     assert response.status_code == 400
     assert name in response.get_data(as_text=True)
 
@@ -436,7 +437,7 @@ def test_a_check_in_and_hostile_requests_log_no_number_nor_answer(make_app, make
     """The webhook paths at INFO, a 400 and a 500-that-was (a 300-character CallSid): the log
     holds neither the patient's number in any format nor what they answered."""
     make_clinic(numbers=["+16175550100"])
-    app = make_app(**SMS_CONFIG, LOG_LEVEL="INFO")
+    app = make_app(**WEBHOOK_CONFIG, LOG_LEVEL="INFO")
     client = app.test_client()
     phone = Phone(client, PATIENT, "+16175550100")
     answers = ["PAIN", "YES", "no", "no", "no", "no", "no", "no", "no", "no",
@@ -445,7 +446,7 @@ def test_a_check_in_and_hostile_requests_log_no_number_nor_answer(make_app, make
         assert phone.send(answer).status_code == 200
     form = {"CallSid": "CA" + "9" * 298, "From": PATIENT, "To": "+16175550100"}
     assert client.post("/twilio/voice", data=form, headers={
-        "X-Twilio-Signature": sign(SMS_CONFIG["PUBLIC_BASE_URL"] + "/twilio/voice", form)}
+        "X-Twilio-Signature": sign(WEBHOOK_CONFIG["PUBLIC_BASE_URL"] + "/twilio/voice", form)}
     ).status_code == 400
     text = log_lines.getvalue()
     assert "inbound sms" in text  # the webhook did log, at INFO

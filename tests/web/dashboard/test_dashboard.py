@@ -34,10 +34,12 @@ from service.store.models import (
     Staff,
 )
 from service.web.dashboard.views import CSP
-from tests.web.api.fhir_check import validate_fhir
 from tests.conftest import production
+from tests.support.answers import intake_answers
+from tests.support.db import rows
+from tests.support.phones import WEBHOOK_CONFIG, Phone
+from tests.web.api.fhir_check import validate_fhir
 from tests.web.dashboard.helpers import PASSWORD, StaffClient, make_staff
-from tests.service.sms_helpers import SMS_CONFIG, Phone, intake_answers, rows
 
 CLINIC_A_NUMBER = "+16175550110"
 CLINIC_B_NUMBER = "+16175550120"
@@ -49,7 +51,7 @@ XSS = "<script>window.__pwned = 1</script>"
 
 @pytest.fixture
 def app(make_app):
-    return make_app(**SMS_CONFIG)
+    return make_app(**WEBHOOK_CONFIG)
 
 
 @pytest.fixture
@@ -522,7 +524,7 @@ def test_enrolling_wakes_the_worker_so_the_consent_text_goes_at_once(make_app, d
                                                                    staff_a, monkeypatch):
     monkeypatch.setenv("TRIAGE_FAKE_NOW", "2026-03-03T15:00:00+00:00")  # 10:00 in New York
     prefix = f"test-enroll-{uuid.uuid4().hex}:"
-    app = make_app(**SMS_CONFIG, REDIS_URL=WAKE_REDIS_URL, REDIS_KEY_PREFIX=prefix)
+    app = make_app(**WEBHOOK_CONFIG, REDIS_URL=WAKE_REDIS_URL, REDIS_KEY_PREFIX=prefix)
     web = StaffClient(app.test_client())
     web.login(staff_a)
     broker = redis.Redis.from_url(WAKE_REDIS_URL)
@@ -925,7 +927,7 @@ def test_cli_demo_seed_refuses_in_production(make_app, database_url):
 
 
 def _self_care() -> dict[str, str]:
-    from tests.service.sms_helpers import SELF_CARE_EN
+    from tests.support.answers import SELF_CARE_EN
 
     return dict(SELF_CARE_EN)
 

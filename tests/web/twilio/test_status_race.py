@@ -10,14 +10,15 @@ from datetime import UTC, datetime
 import pytest
 
 from service.store.models import Message, Outbox, Patient
-from tests.service.sms_helpers import SMS_CONFIG, Phone, new_sid, rows
+from tests.support.db import rows
+from tests.support.phones import WEBHOOK_CONFIG, Phone, new_sid
 
 PATIENT = "+16175550162"
 
 
 @pytest.fixture
 def app_config(app_config, database_url):
-    return {**app_config, **SMS_CONFIG}
+    return {**app_config, **WEBHOOK_CONFIG}
 
 
 def test_a_callback_racing_the_senders_record_is_applied(client, db, make_clinic,

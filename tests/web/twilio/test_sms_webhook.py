@@ -36,23 +36,23 @@ from service.store.models import (
     Outbox,
     Patient,
 )
-from tests.service import fake_twilio_http
-from tests.service.sms_helpers import (
-    ACCOUNT_SID,
+from tests.support.answers import (
     FOLLOWUP_CLEAR_EN,
-    PUBLIC_BASE_URL,
     SELF_CARE_EN,
     SELF_CARE_ES,
-    SMS_CONFIG,
-    Phone,
-    counts,
     followup_answers,
     intake_answers,
+)
+from tests.support.db import counts, rows
+from tests.support.phones import (
+    PUBLIC_BASE_URL,
+    WEBHOOK_CONFIG,
+    Phone,
     new_sid,
-    rows,
     sign,
     twiml_messages,
 )
+from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 BOSTON = ZoneInfo("America/New_York")  # the patients' numbers are Boston's (617)
 PATIENT = "+16175550142"
@@ -73,7 +73,7 @@ def send_one(*args, **kwargs):
 @pytest.fixture
 def app_config(app_config, database_url):
     # Naming database_url keeps this override parametrized over both backends.
-    return {**app_config, **SMS_CONFIG}
+    return {**app_config, **WEBHOOK_CONFIG}
 
 
 @pytest.fixture
@@ -1028,9 +1028,8 @@ def sent_consent(phone, clinic, db):
     """The consent text, sent through the real Twilio client on a fake HTTP client."""
     enroll(db, clinic)
     (row,) = rows(db, Outbox)
-    fake = fake_twilio_http.FakeTwilio()
-    sender = TwilioSender(fake_twilio_http.ACCOUNT_SID, fake_twilio_http.AUTH_TOKEN,
-                          http_client=fake)
+    fake = FakeTwilio()
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, http_client=fake.http_client())
     result = send_one(db, row.id, sender, datetime.now(UTC),
                              status_callback=PUBLIC_BASE_URL + "/twilio/status")
     assert result.status == "sent"
@@ -1088,11 +1087,13 @@ def test_status_callback_without_sid_or_status_is_400(phone, db, missing):
 def test_a_status_callback_that_beats_the_send_record_is_not_lost(phone, clinic, db):
     enroll(db, clinic)
     (row,) = rows(db, Outbox)
-    fake = fake_twilio_http.FakeTwilio(
-        on_create=lambda message: phone.status(message["sid"], "delivered"))
-    sender = TwilioSender(fake_twilio_http.ACCOUNT_SID, fake_twilio_http.AUTH_TOKEN,
-                          http_client=fake)
-    sid = send_one(db, row.id, sender, datetime.now(UTC)).detail
+    # Twilio's "delivered" callback reaches the webhook before the create's answer returns.
+    fake = FakeTwilio(callback_statuses=("delivered",))
+    fake.callbacks_to(phone.client, PUBLIC_BASE_URL)
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, http_client=fake.http_client())
+    sid = send_one(db, row.id, sender, datetime.now(UTC),
+                   status_callback=PUBLIC_BASE_URL + "/twilio/status").detail
+    assert [(c["sid"], c["answer"]) for c in fake.callbacks()] == [(sid, 204)]
     assert message_status(db, sid) == ("delivered", None)
 
 
