@@ -24,8 +24,8 @@ from service.clock import FAKE_NOW
 from service.config import load_config
 from service.messaging.senders import TwilioSender
 from tests.conftest import _truncate_all
-from tests.tasks.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi, FakeTwilioHttpClient
-from tests.tasks.helpers import PUBLIC_BASE_URL, WEBHOOK_TOKEN
+from tests.support.phones import PUBLIC_BASE_URL, WEBHOOK_CONFIG
+from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "11"))
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
@@ -55,14 +55,13 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def app_config(app_config: dict[str, Any], redis_prefix: str) -> dict[str, Any]:
     # No REDIS_URL for the web: its "send now" message would run tasks behind a test's back
     # (test_oncall turns it on where that is what is tested).
-    return {**app_config, "TWILIO_AUTH_TOKEN": WEBHOOK_TOKEN, "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
-            "REDIS_KEY_PREFIX": redis_prefix}
+    return {**app_config, **WEBHOOK_CONFIG, "REDIS_KEY_PREFIX": redis_prefix}
 
 
 @dataclass
 class WorkerEnv:
     app: Any
-    api: FakeTwilioApi
+    api: FakeTwilio
     config: dict[str, Any]
     prefix: str
     redis: redis.Redis
@@ -95,8 +94,8 @@ def worker_env(_postgres_migrated, redis_prefix, tmp_path_factory) -> Iterator[W
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "SEND_RATE_PER_SECOND": 50, "SECRET_KEY": "x",
         "BROKER_DIR": str(tmp / "broker"), "SPOOL_DIR": str(tmp / "spool"),
     }, environ={"ENV": "development"})
-    api = FakeTwilioApi()
-    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, http_client=FakeTwilioHttpClient(api))
+    api = FakeTwilio()
+    sender = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, http_client=api.http_client())
     app = make_celery(
         config, sender=sender,
         result_backend=REDIS_URL,

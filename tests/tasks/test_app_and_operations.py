@@ -17,7 +17,9 @@ from service import taskqueue
 from service.cli import main
 from service.config import ConfigError, load_config
 from service.store.models import FollowUp
-from tests.tasks.helpers import SELF_CARE, Phone, intake_replies
+from tests.support.answers import intake_answers
+from tests.support.phones import Phone
+from tests.tasks.helpers import SELF_CARE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,7 +110,7 @@ def clinic(make_clinic):
 def test_triage_followups_and_healthz_report_the_backlog(app, client, clinic, clock, db):
     clock.set(datetime(2026, 5, 4, 14, 0, tzinfo=UTC))
     Phone(client, "+16175550155", clinic.numbers[0].phone_e164).conversation(
-        ["PAIN", *intake_replies(SELF_CARE)])
+        ["PAIN", *intake_answers(SELF_CARE)])
     assert client.get("/healthz").get_json() == {"database": "ok", "broker": "ok",
                                                  "oldest_due_seconds": 0, "spool_dead": 0,
                                                  "status": "ok"}

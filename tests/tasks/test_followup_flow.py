@@ -13,17 +13,10 @@ import sqlalchemy as sa
 
 from service.followups import schedule as followups
 from service.store.models import Alert, CheckIn, Episode, FollowUp, Message, Outbox
-from tests.tasks.helpers import (
-    FOLLOWUP_NO_FLAGS,
-    SELF_CARE,
-    Phone,
-    followup_replies,
-    intake_replies,
-    one,
-    rows,
-    run_beat,
-    run_task,
-)
+from tests.support.answers import FOLLOWUP_NO_FLAGS, followup_answers, intake_answers
+from tests.support.db import one, rows
+from tests.support.phones import Phone
+from tests.tasks.helpers import SELF_CARE, run_beat, run_task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -48,7 +41,7 @@ def local(when: datetime) -> datetime:
 
 def do_intake(phone, clock, answers=SELF_CARE, *, at=(2026, 3, 2, 3, 0)) -> list[str]:
     clock.local(*at)
-    replies = phone.conversation(["PAIN", *intake_replies(answers)])
+    replies = phone.conversation(["PAIN", *intake_answers(answers)])
     return replies[-1]
 
 
@@ -89,14 +82,14 @@ def test_intake_to_followup_at_8am_to_final_check_to_closed_episode(worker, cloc
     assert [r.status for r in sent] == ["sent", "sent"]
     # Each text went to Twilio once, with a status callback, and is on the patient's record.
     assert len(worker.api.posts(to=PATIENT)) == 2
-    assert {p["data"]["StatusCallback"] for p in worker.api.posts()} == {
+    assert {p["form"]["StatusCallback"] for p in worker.api.posts()} == {
         "https://triage.example.org/twilio/status"}
     # (TwiML replies to her own texts are "replied", kept under their reply keys until a callback.)
     recorded = rows(db, Message, Message.direction == "out", Message.status != "replied")
     assert [m.body for m in recorded] == texts
 
     clock.advance(minutes=20)
-    replies = phone.conversation(followup_replies({"status": "3", "pain_score": "4",
+    replies = phone.conversation(followup_answers({"status": "3", "pain_score": "4",
                                                    **FOLLOWUP_NO_FLAGS}))
     assert replies[-1][-1].startswith("Your pain has lasted 4 to 6 weeks.")
     alert = one(db, Alert)
@@ -107,7 +100,7 @@ def test_intake_to_followup_at_8am_to_final_check_to_closed_episode(worker, cloc
 
     texts = start_check(worker, clock, datetime(2026, 4, 13, 8, 0, tzinfo=NY))
     assert texts[1].startswith("How is your back pain now?")
-    replies = phone.conversation(followup_replies({"status": "1", "pain_score": "0",
+    replies = phone.conversation(followup_answers({"status": "1", "pain_score": "0",
                                                    **FOLLOWUP_NO_FLAGS}))
     assert replies[-1][-1].startswith("Glad your pain is gone.")
     episode = one(db, Episode)
@@ -165,7 +158,7 @@ def test_every_followup_outcome_by_sms(worker, clock, phone, db, intake_changes,
     do_intake(phone, clock, {**SELF_CARE, **intake_changes}, at=(2026, 5, 4, 10, 0))
     if final:
         start_check(worker, clock, datetime(2026, 6, 1, 10, 0, tzinfo=NY))
-        phone.conversation(followup_replies({"status": "2", "pain_score": "4",
+        phone.conversation(followup_answers({"status": "2", "pain_score": "4",
                                              **FOLLOWUP_NO_FLAGS}))
         texts = start_check(worker, clock, datetime(2026, 6, 15, 10, 0, tzinfo=NY))
     else:
@@ -175,12 +168,12 @@ def test_every_followup_outcome_by_sms(worker, clock, phone, db, intake_changes,
 
     if answers == {"status": "maybe"}:  # unclear three times: not answered, the flow goes on
         phone.conversation(["maybe", "hmm", "purple"])
-        replies = phone.conversation(followup_replies({"status": "x", "pain_score": "4",
+        replies = phone.conversation(followup_answers({"status": "x", "pain_score": "4",
                                                        **FOLLOWUP_NO_FLAGS})[1:])
     elif level == "emergency":  # the flow ends at the emergency answer
-        replies = phone.conversation(followup_replies(answers))
+        replies = phone.conversation(followup_answers(answers))
     else:
-        replies = phone.conversation(followup_replies({**FOLLOWUP_NO_FLAGS, **answers}))
+        replies = phone.conversation(followup_answers({**FOLLOWUP_NO_FLAGS, **answers}))
     assert advice in replies[-1][-1]
 
     checkin = rows(db, CheckIn, CheckIn.kind == "followup")[-1]
@@ -228,7 +221,7 @@ def test_a_followup_waits_while_another_conversation_is_active(worker, clock, ph
     assert (first.status, local(first.due_at)) == ("scheduled",
                                                    datetime(2026, 6, 1, 10, 15, tzinfo=NY))
     # The new intake ends: it opens a new episode and cancels the old one's follow-ups.
-    phone.conversation(intake_replies(SELF_CARE))
+    phone.conversation(intake_answers(SELF_CARE))
     statuses = {(f.episode_id, f.kind): f.status for f in rows(db, FollowUp)}
     old, new = sorted({episode for episode, _ in statuses})
     assert statuses[(old, "first")] == statuses[(old, "final")] == "cancelled"

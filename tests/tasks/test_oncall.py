@@ -9,7 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from service.store.models import Alert, Outbox
-from tests.tasks.helpers import SELF_CARE, Phone, intake_replies, one, rows, run_beat, wait_for
+from tests.support.answers import intake_answers
+from tests.support.db import one, rows
+from tests.support.phones import Phone
+from tests.tasks.helpers import SELF_CARE, run_beat, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -76,7 +79,7 @@ def test_a_soon_alert_or_a_clinic_without_oncall_pages_nobody(worker, clock, cli
                                                               make_clinic, db):
     clock.local(2026, 6, 1, 10, 0)
     phone = Phone(client, PATIENT, clinic.numbers[0].phone_e164)
-    phone.conversation(["PAIN", *intake_replies({**SELF_CARE, "night_pain": "yes"})])
+    phone.conversation(["PAIN", *intake_answers({**SELF_CARE, "night_pain": "yes"})])
     assert one(db, Alert).level == "soon"
     other = make_clinic(name="No Oncall", numbers=["+16175550104"])
     Phone(client, "+16175550178", other.numbers[0].phone_e164).conversation(["PAIN", "yes"])

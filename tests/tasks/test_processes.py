@@ -18,9 +18,11 @@ from service.conversations import consent, inbound
 from service.messaging.ratelimit import RateLimiter
 from service.store import Database, migrate
 from service.store.models import FollowUp, Message, Outbox
+from tests.support.answers import intake_answers
+from tests.support.db import rows
+from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 from tests.tasks.conftest import REDIS_URL
-from tests.tasks.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilioApi, FakeTwilioServer
-from tests.tasks.helpers import SELF_CARE, intake_replies, rows, wait_for
+from tests.tasks.helpers import SELF_CARE, wait_for
 from tests.tasks.procs import ROOT, celery_process, clean_env, wait_for_log
 
 pytestmark = pytest.mark.slow
@@ -81,13 +83,12 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
             for n in range(patients):
                 consent.enroll_patient(session, clinic, phone=f"+1617555{n + 200:04d}",
                                         now=now)
-        api = FakeTwilioApi()
         prefix = redis_prefix + "procs:"
-        with FakeTwilioServer(api) as server:
+        with FakeTwilio() as api:
             env = clean_env({
                 "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
                 "REDIS_KEY_PREFIX": prefix, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": server.url,
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": api.url,
                 "SEND_RATE_PER_SECOND": rate, "SECRET_KEY": "x", "BROKER_DIR": tmp_path,
                 "SPOOL_DIR": tmp_path / "spool", "TRIAGE_FAKE_NOW": now.isoformat()})
             logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
@@ -104,8 +105,9 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
                          timeout=90, what="every text sent")
         posts = api.posts()
         assert len(posts) == patients  # one request per text, no duplicates
-        assert {p["data"]["From"] for p in posts} == {"+16175550106"}
-        times = sorted(p["at"] for p in posts)
+        assert {p["form"]["From"] for p in posts} == {"+16175550106"}
+        assert [p["answer"] for p in posts] == [201] * patients
+        times = sorted(p["received_at"] for p in posts)
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         # Slots are exactly 1/rate apart in Redis; the HTTP hop adds a little jitter.
         assert min(gaps) >= 0.6 / rate, gaps
@@ -133,7 +135,7 @@ def test_embedded_broker_worker_and_beat_send_a_followup_when_the_clock_is_moved
             from service.accounts.clinics import create_clinic
 
             create_clinic(session, name="Laptop Clinic", numbers=["+16175550107"])
-        for n, body in enumerate(["PAIN", *intake_replies(SELF_CARE)]):
+        for n, body in enumerate(["PAIN", *intake_answers(SELF_CARE)]):
             with db.transaction() as session:
                 inbound.handle_inbound_sms(session, to="+16175550107", from_="+16175550144",
                                             body=body, sid=f"SM{n:032x}", now=intake_at)

@@ -11,7 +11,9 @@ import pytest
 from service.conversations import consent
 from service.messaging import outbox
 from service.store.models import Alert, Clinic, Message, Outbox, Patient
-from tests.tasks.helpers import Phone, one, rows, run_beat, run_task
+from tests.support.db import one, rows
+from tests.support.phones import Phone
+from tests.tasks.helpers import run_beat, run_task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -46,7 +48,8 @@ def send_due(worker):
 
 
 def test_429_then_500_are_retried_with_backoff_then_sent_once(worker, clock, db, enrolled):
-    worker.api.answer(429, 500)
+    worker.api.fail(429)
+    worker.api.fail(500)
     start = clock.now
     send_due(worker)
     row = one(db, Outbox)
@@ -75,7 +78,7 @@ def test_429_then_500_are_retried_with_backoff_then_sent_once(worker, clock, db,
 def test_transient_failures_stop_at_the_cap_with_an_alert(worker, clock, db, enrolled):
     cap = worker.config["SEND_MAX_ATTEMPTS"]
     assert cap == 6
-    worker.api.answer(*[500] * 10)
+    worker.api.fail(500, count=10)
     for _ in range(cap + 2):
         send_due(worker)
         clock.advance(minutes=16)  # longer than the longest backoff
@@ -90,7 +93,7 @@ def test_transient_failures_stop_at_the_cap_with_an_alert(worker, clock, db, enr
 def test_21610_means_opted_out_no_retry_and_nothing_more_is_sent(worker, clock, db, clinic,
                                                                  enrolled):
     second = queue_text(db, clinic.id, enrolled, "Another text", clock.now)
-    worker.api.answer(("error", 21610))
+    worker.api.fail(400, code=21610)
     send_due(worker)
     first, later = rows(db, Outbox)
     assert (first.status, first.attempts, later.id) == ("failed", 1, second)
@@ -105,7 +108,7 @@ def test_21610_means_opted_out_no_retry_and_nothing_more_is_sent(worker, clock, 
 
 def test_21211_flags_the_number_and_alerts_the_clinic(worker, clock, db, clinic, enrolled):
     queue_text(db, clinic.id, enrolled, "Another text", clock.now)
-    worker.api.answer(("error", 21211))
+    worker.api.fail(400, code=21211)
     send_due(worker)
     first, later = rows(db, Outbox)
     assert first.status == "failed" and later.status == "cancelled"  # cancelled at its claim
@@ -117,26 +120,26 @@ def test_21211_flags_the_number_and_alerts_the_clinic(worker, clock, db, clinic,
     assert len(worker.api.posts()) == 1
 
 
-@pytest.mark.parametrize("answer, posts", [("timeout_after", 1), ("timeout", 2)],
+@pytest.mark.parametrize("before_send, posts", [(False, 1), (True, 2)],
                          ids=["created-then-timed-out", "never-arrived"])
 def test_a_timed_out_send_is_looked_up_before_it_is_sent_again(worker, clock, db, enrolled,
-                                                               answer, posts):
-    worker.api.answer(answer)
+                                                               before_send, posts):
+    worker.api.timeout(before_send=before_send)
     send_due(worker)
     row = one(db, Outbox)
     assert (row.status, row.claimed_until) == ("unknown", clock.now + outbox.LEASE)
     clock.advance(minutes=1)
     send_due(worker)
-    assert len(worker.api.requests) == 1  # within the lease: hands off
+    assert len(worker.api.requests()) == 1  # within the lease: hands off
     clock.advance(minutes=2)
     send_due(worker)
     row = one(db, Outbox)
     assert row.status == "sent"
     assert len(worker.api.lists()) == 1
-    assert worker.api.lists()[0]["params"]["To"] == PATIENT
+    assert worker.api.lists()[0]["query"]["To"] == PATIENT
     assert len(worker.api.posts()) == posts
     assert len(worker.api.sent_bodies()) == 1  # the patient got it exactly once
-    assert row.twilio_sid == worker.api.created[0]["sid"]
+    assert row.twilio_sid == worker.api.messages()[0]["sid"]
     assert len(rows(db, Message, Message.direction == "out")) == 1
 
 
@@ -145,14 +148,14 @@ def test_a_send_left_by_a_dead_worker_is_looked_up_first(worker, clock, db, enro
         assert outbox.claim(session, one(db, Outbox).id, clock.now) is not None
     clock.advance(minutes=3)
     send_due(worker)
-    assert [r["method"] for r in worker.api.requests] == ["GET", "POST"]
+    assert [r["method"] for r in worker.api.requests()] == ["GET", "POST"]
     assert one(db, Outbox).status == "sent"
 
 
 def test_a_patients_texts_keep_their_order_when_one_is_retried(worker, clock, db, clinic,
                                                                enrolled):
     queue_text(db, clinic.id, enrolled, "Second text", clock.now)
-    worker.api.answer(429)
+    worker.api.fail(429)
     send_due(worker)
     first, second = rows(db, Outbox)
     assert (first.status, second.status) == ("pending", "pending")  # the second waits
@@ -160,6 +163,12 @@ def test_a_patients_texts_keep_their_order_when_one_is_retried(worker, clock, db
     clock.advance(minutes=1)
     send_due(worker)
     assert worker.api.sent_bodies() == [first.body, "Second text"]
+
+
+def report(phone, sid: str, status: str, error_code: int | None = None) -> None:
+    """Twilio's status callback for `sid`; the webhook takes it."""
+    response = phone.status(sid, status, error_code)
+    assert response.status_code == 204, response.get_data(as_text=True)
 
 
 def test_repeated_delivery_failures_raise_one_alert(worker, clock, db, clinic, enrolled, client):
@@ -170,17 +179,17 @@ def test_repeated_delivery_failures_raise_one_alert(worker, clock, db, clinic, e
     assert len(sids) == 5
     phone = Phone(client, PATIENT, clinic.numbers[0].phone_e164)
 
-    phone.status(sids[0], "delivered")
-    phone.status(sids[1], "undelivered", 30003)
-    phone.status(sids[2], "failed", 30005)
+    report(phone, sids[0], "delivered")
+    report(phone, sids[1], "undelivered", 30003)
+    report(phone, sids[2], "failed", 30005)
     assert rows(db, Alert) == []
-    phone.status(sids[3], "undelivered", 30007)
+    report(phone, sids[3], "undelivered", 30007)
     alert = one(db, Alert)
     assert (alert.kind, alert.level) == ("delivery_failure", "soon")
     assert "3 texts in a row" in alert.summary
-    phone.status(sids[4], "undelivered", 30003)
+    report(phone, sids[4], "undelivered", 30003)
     assert len(rows(db, Alert)) == 1  # one open alert per patient
-    phone.status(sids[4], "undelivered", 30003)  # a duplicate callback changes nothing
+    report(phone, sids[4], "undelivered", 30003)  # a duplicate callback changes nothing
     assert len(rows(db, Alert)) == 1
 
 
@@ -191,9 +200,9 @@ def test_other_delivery_errors_and_a_delivery_in_between_do_not_count(worker, cl
     send_due(worker)
     sids = [m.twilio_sid for m in rows(db, Message, Message.direction == "out")]
     phone = Phone(client, PATIENT, clinic.numbers[0].phone_e164)
-    phone.status(sids[0], "undelivered", 30003)
-    phone.status(sids[1], "undelivered", 30003)
-    phone.status(sids[2], "delivered")
-    phone.status(sids[3], "undelivered", 30003)
-    phone.status(sids[4], "failed", 30410)  # not a carrier delivery failure
+    report(phone, sids[0], "undelivered", 30003)
+    report(phone, sids[1], "undelivered", 30003)
+    report(phone, sids[2], "delivered")
+    report(phone, sids[3], "undelivered", 30003)
+    report(phone, sids[4], "failed", 30410)  # not a carrier delivery failure
     assert rows(db, Alert) == []

@@ -11,7 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from service.store.models import Call, CheckIn, Patient
-from tests.tasks.helpers import SELF_CARE, Phone, intake_replies, rows, run_beat, run_task
+from tests.support.answers import intake_answers
+from tests.support.db import rows
+from tests.support.phones import Phone
+from tests.support.twilio import ACCOUNT_SID
+from tests.tasks.helpers import SELF_CARE, run_beat, run_task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -31,7 +35,7 @@ def phone(client, clinic):
 def test_no_reply_for_48_hours_brings_a_reminder_call_and_busy_is_tried_again(
         worker, clock, phone, db):
     clock.local(2026, 5, 4, 10, 0)
-    phone.conversation(["PAIN", *intake_replies(SELF_CARE)])
+    phone.conversation(["PAIN", *intake_answers(SELF_CARE)])
     with db.transaction() as session:
         session.execute(sa.update(Patient).values(calls_allowed=True))
     clock.local(2026, 6, 1, 10, 0)
@@ -48,9 +52,11 @@ def test_no_reply_for_48_hours_brings_a_reminder_call_and_busy_is_tried_again(
     assert (call.to_number, call.attempt, call.purpose) == (PATIENT, 1, "reminder")
     assert call.call_sid and call.call_sid.startswith("CA")
 
-    phone._post("/twilio/status", {"CallSid": call.call_sid, "CallStatus": "busy",
-                                   "AccountSid": "AC" + "0" * 32, "To": PATIENT,
-                                   "From": phone.clinic_number, "ApiVersion": "2010-04-01"})
+    response = phone.post({"CallSid": call.call_sid, "CallStatus": "busy",
+                           "AccountSid": ACCOUNT_SID, "To": PATIENT,
+                           "From": phone.clinic_number, "ApiVersion": "2010-04-01"},
+                          path="/twilio/status")
+    assert response.status_code == 204, response.get_data(as_text=True)
     calls = rows(db, Call, order_by=Call.id)
     assert [(c.attempt, c.status) for c in calls][0] == (1, "busy")
     retry = calls[1]
