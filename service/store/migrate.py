@@ -74,8 +74,6 @@ def schema_diff(url: str) -> list[Any]:
     Alembic's comparison, plus what it does not look at: the names of CHECK constraints and
     the WHERE clause of partial indexes.
     """
-    from service.store.session import make_engine
-
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
