@@ -37,6 +37,7 @@ class SendError(Exception):
 
 class Sender(Protocol):
     name: str
+    messaging_service_sid: str | None  # set: texts without a From go through this service
 
     def send(self, *, to: str, from_: str | None, body: str,
              status_callback: str | None) -> SendResult: ...
@@ -73,6 +74,7 @@ class DryRunSender:
 
     name = "dry-run"
     NOT_SENT = "not_sent"
+    messaging_service_sid = None
 
     def __init__(self, *, production: bool = False) -> None:
         self.status = self.NOT_SENT if production else "delivered"
@@ -98,7 +100,9 @@ class TwilioSender:
         from twilio.rest import Client
 
         self.from_number, self.messaging_service_sid = from_number, messaging_service_sid
-        http_client = http_client or TwilioHttpClient(timeout=timeout)
+        if http_client is None:
+            http_client = TwilioHttpClient(timeout=timeout)
+            _settle_environment(http_client.session, api_base or "https://api.twilio.com")
         self.client = Client(account_sid, auth_token, http_client=http_client)
         if api_base:  # a fake Twilio server for multi-process tests
             self.client.api.base_url = api_base.rstrip("/")
@@ -127,6 +131,16 @@ class TwilioSender:
             if msg.body == body and (not from_ or msg.from_ == from_):
                 return msg.sid
         return None
+
+
+def _settle_environment(session, url: str) -> None:
+    """Reads the proxy and CA settings of the environment (HTTPS_PROXY, NO_PROXY,
+    REQUESTS_CA_BUNDLE ...) once for Twilio's host instead of on every request: `requests`
+    scans the whole environment per request, which was 2 ms of CPU per text."""
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.trust_env = False
+    session.proxies.update(settings["proxies"])
+    session.verify = settings["verify"]
 
 
 def sender_from_config(config) -> Sender:
