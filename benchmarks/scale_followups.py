@@ -408,10 +408,12 @@ def cmd_start(args) -> None:
 # ---- send -----------------------------------------------------------------------------------
 
 
-def seed_outbox(url: str, *, numbers: int, texts: int, grouped: bool = False) -> None:
+def seed_outbox(url: str, *, numbers: int, texts: int, grouped: bool = False,
+                service: bool = False) -> None:
     """TEXTS queued texts, one patient each, from NUMBERS clinics (one number each): taking
     turns, or `grouped` clinic after clinic (as a batch of one clinic's follow-ups queues
-    them)."""
+    them). `service`: one clinic owning all NUMBERS numbers (its texts go through the
+    Messaging Service)."""
     from service.accounts.clinics import create_clinic
     from service.messaging import outbox
     from service.store import Database
@@ -422,10 +424,15 @@ def seed_outbox(url: str, *, numbers: int, texts: int, grouped: bool = False) ->
     tz = noon_timezone(now)
     db = Database(url)
     with db.transaction() as session:
-        clinics = [create_clinic(session, name=f"Send Clinic {c}", numbers=[clinic_phone(c)],
-                                 timezone=tz) for c in range(numbers)]
+        if service:
+            clinics = [create_clinic(session, name="Service Clinic", timezone=tz,
+                                     numbers=[clinic_phone(c) for c in range(numbers)])]
+        else:
+            clinics = [create_clinic(session, name=f"Send Clinic {c}", numbers=[clinic_phone(c)],
+                                     timezone=tz) for c in range(numbers)]
         for i in range(texts):
-            clinic = clinics[i * numbers // texts] if grouped else clinics[i % numbers]
+            n = len(clinics)
+            clinic = clinics[i * n // texts] if grouped else clinics[i % n]
             patient = Patient(clinic_id=clinic.id, phone_e164=patient_phone(i), consent="given",
                               timezone=tz, created_at=now - timedelta(days=1))
             session.add(patient)
@@ -435,8 +442,11 @@ def seed_outbox(url: str, *, numbers: int, texts: int, grouped: bool = False) ->
     db.dispose()
 
 
+SERVICE_SID = "MG" + "5e" * 16
+
+
 def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
-                  concurrency: int, grouped: bool = False) -> dict:
+                  concurrency: int, grouped: bool = False, service: bool = False) -> dict:
     import sqlalchemy as sa
 
     from service.store import make_engine
@@ -453,10 +463,12 @@ def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
                   send_rate=rate)
     engine = make_engine(url)
     try:
-        seed_outbox(url, numbers=numbers, texts=texts, grouped=grouped)
+        seed_outbox(url, numbers=numbers, texts=texts, grouped=grouped, service=service)
+        extra = {"TWILIO_MESSAGING_SERVICE_SID": SERVICE_SID,
+                 "MESSAGING_SERVICE_RATE_PER_SECOND": str(rate)} if service else {}
         for w in range(workers):
-            stack.worker(f"w{w}", concurrency=concurrency)
-        stack.beat("main")
+            stack.worker(f"w{w}", concurrency=concurrency, **extra)
+        stack.beat("main", **extra)
         wait_for(lambda: len(fake.messages()) >= texts, timeout=600, interval=0.5,
                  what="every text sent")
         with engine.connect() as connection:
@@ -471,20 +483,39 @@ def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
     fake.stop()
     shutil.rmtree(log_dir, ignore_errors=True)
     times = sorted(r["received_at"] for r in creates)
-    by_number: dict[str, list[float]] = {}
+    by_number: dict[str, list[float]] = {}  # by sending lane: the From, or the service
     for r in creates:
-        by_number.setdefault(r["form"]["From"], []).append(r["received_at"])
+        lane = r["form"].get("From") or r["form"]["MessagingServiceSid"]
+        by_number.setdefault(lane, []).append(r["received_at"])
     spacing = min(b - a for ts in by_number.values()
                   for a, b in zip(sorted(ts), sorted(ts)[1:], strict=False))
     per_number = {n: (len(ts) - 1) / (max(ts) - min(ts)) for n, ts in by_number.items()
                   if len(ts) > 1}
+    # Twilio's view of a lane's rate: the most texts it received from one lane within any one
+    # second (at the limit: the rate, or one more when a window starts on a send).
+    busiest_second = max(_most_within(sorted(ts), 1.0) for ts in by_number.values())
     elapsed = times[-1] - times[0]
+    # The steady rate, away from the start (the first slots of every lane) and the end (the
+    # lanes finishing one by one): the middle 80% of the texts.
+    middle = times[len(times) // 10: len(times) - len(times) // 10]
+    sustained = (len(middle) - 1) / (middle[-1] - middle[0])
     duplicates = len(creates) - len({(r["form"]["To"], r["form"]["Body"]) for r in creates})
     return {"numbers": numbers, "texts": texts, "rate_per_number": rate, "workers": workers,
             "concurrency": concurrency, "sent": len(creates), "unsent": unsent,
             "duplicates": duplicates, "seconds": elapsed,
-            "throughput": (len(creates) - 1) / elapsed, "min_spacing_same_number": spacing,
+            "throughput": (len(creates) - 1) / elapsed, "sustained": sustained,
+            "min_spacing_same_number": spacing, "lanes": len(by_number), "service": service,
+            "busiest_second": busiest_second,
             "max_rate_one_number": max(per_number.values())}
+
+
+def _most_within(times: list[float], window: float) -> int:
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while t - times[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def cmd_send(args) -> None:
@@ -492,16 +523,23 @@ def cmd_send(args) -> None:
     for rate, texts in ((args.rate, args.texts), (args.fast_rate, args.fast_texts)):
         if not texts:
             continue
-        print(f"== {texts} texts from {args.numbers} numbers "
-              f"({'queued number after number' if args.grouped else 'numbers taking turns'}), "
-              f"limit {rate:g}/s per number, {args.workers} workers x {args.concurrency}",
+        if args.service:
+            what = (f"one clinic with {args.numbers} numbers through a Messaging Service, "
+                    f"limit {rate:g}/s for the service")
+        else:
+            order = "queued number after number" if args.grouped else "numbers taking turns"
+            what = f"{args.numbers} numbers ({order}), limit {rate:g}/s per number"
+        print(f"== {texts} texts from {what}, {args.workers} workers x {args.concurrency}",
               flush=True)
         r = send_scenario(numbers=args.numbers, texts=texts, rate=rate, workers=args.workers,
-                          concurrency=args.concurrency, grouped=args.grouped)
+                          concurrency=args.concurrency, grouped=args.grouped,
+                          service=args.service)
         results.append(r)
         print(f"sent={r['sent']} unsent={r['unsent']} duplicates={r['duplicates']} in "
-              f"{r['seconds']:.1f}s: {r['throughput']:.1f} texts/s overall; busiest number "
-              f"{r['max_rate_one_number']:.2f}/s; closest two texts from one number "
+              f"{r['seconds']:.1f}s: {r['throughput']:.1f} texts/s overall, "
+              f"{r['sustained']:.1f}/s sustained (middle 80%); {r['lanes']} sending lane(s), "
+              f"busiest {r['max_rate_one_number']:.2f}/s on average and "
+              f"{r['busiest_second']} texts in its busiest second; closest two texts of one lane "
               f"{1000 * r['min_spacing_same_number']:.0f} ms apart (limit "
               f"{1000 / rate:.0f} ms)", flush=True)
     if args.json:
@@ -531,6 +569,9 @@ def main() -> None:
     send.add_argument("--concurrency", type=int, default=2)
     send.add_argument("--grouped", action="store_true",
                       help="queue the texts number after number instead of taking turns")
+    send.add_argument("--service", action="store_true",
+                      help="one clinic owning all the numbers, sending through a Messaging "
+                           "Service limited to --rate / --fast-rate")
     send.add_argument("--json")
     args = parser.parse_args()
     {"claim": cmd_claim, "start": cmd_start, "send": cmd_send}[args.command](args)

@@ -62,6 +62,11 @@ class Config:
     # workers), tries before a send is given up with an alert, on-call repeats of an open
     # urgent/emergency alert (every 30 minutes), and how often the beat runs its jobs.
     SEND_RATE_PER_SECOND: float
+    # A Messaging Service's throughput (texts per second across its numbers): texts of clinics
+    # with several numbers go through the service when TWILIO_MESSAGING_SERVICE_SID is set.
+    # Unset, the service is held to one number's rate (the safe reading: never above what
+    # Twilio was told).
+    MESSAGING_SERVICE_RATE_PER_SECOND: float
     SEND_MAX_ATTEMPTS: int
     ONCALL_MAX_REPEATS: int
     BEAT_INTERVAL_SECONDS: float
@@ -122,6 +127,8 @@ class Config:
         if production and simulator:
             raise ConfigError("SIMULATOR_ENABLED must be off when ENV=production")
 
+        send_rate = _number(raw, "SEND_RATE_PER_SECOND", float, 1.0, low=0.01)
+
         public_base_url = _text(raw.get("PUBLIC_BASE_URL"))
         if public_base_url is not None:
             # Signatures are computed on PUBLIC_BASE_URL + request path; avoid a double slash.
@@ -147,7 +154,9 @@ class Config:
             DRY_RUN=dry_run,
             STAFF_IDLE_MINUTES=_number(raw, "STAFF_IDLE_MINUTES", int, 30, low=1),
             TRUSTED_PROXIES=_number(raw, "TRUSTED_PROXIES", int, 0, low=0),
-            SEND_RATE_PER_SECOND=_number(raw, "SEND_RATE_PER_SECOND", float, 1.0, low=0.01),
+            SEND_RATE_PER_SECOND=send_rate,
+            MESSAGING_SERVICE_RATE_PER_SECOND=_number(raw, "MESSAGING_SERVICE_RATE_PER_SECOND",
+                                                      float, send_rate, low=0.01),
             SEND_MAX_ATTEMPTS=_number(raw, "SEND_MAX_ATTEMPTS", int, 6, low=1),
             ONCALL_MAX_REPEATS=_number(raw, "ONCALL_MAX_REPEATS", int, 4, low=0),
             BEAT_INTERVAL_SECONDS=_number(raw, "BEAT_INTERVAL_SECONDS", float, 60.0, low=0.5),

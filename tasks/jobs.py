@@ -46,32 +46,52 @@ def _send_batches(task, batches: list[list[int]]) -> int:
 # ---- outbox -------------------------------------------------------------------------------
 
 
+MAX_SEND_BATCHES = 20  # at most 20 x 500 texts queued per beat run
+
+
 @shared_task(bind=True, name="tasks.send_due_outbox")
 def send_due_outbox(self) -> int:
-    """Beat: queues one sending task per recipient with due texts."""
+    """Beat: queues one sending task per recipient with due texts (each text once: queued
+    texts are marked, see outbox.due_batches), 500 texts at a time while there are more."""
     rt = _rt(self)
-    with rt.db.transaction() as session:
-        batches = outbox.due_batches(session, rt.now())
-    if batches:
-        log.info("send_due_outbox recipients=%d texts=%d", len(batches), sum(map(len, batches)))
-    return _send_batches(self, batches)
+    queued = 0
+    for _ in range(MAX_SEND_BATCHES):
+        now = rt.now()
+        with rt.db.transaction() as session:
+            batches = outbox.due_batches(session, now)
+        queued += _send_batches(self, batches)
+        texts = sum(map(len, batches))
+        if texts:
+            log.info("send_due_outbox recipients=%d texts=%d", len(batches), texts)
+        if texts < 500:
+            break
+    return queued
 
 
 @shared_task(bind=True, name="tasks.send_outbox", **RETRY)
-def send_outbox(self, outbox_ids: list[int]) -> list[str]:
-    """Sends one recipient's due texts in queue order (each at most once, rate-limited)."""
+def send_outbox(self, outbox_ids: list[int], held: str | None = None) -> list[str]:
+    """Sends one recipient's due texts in queue order (each at most once, rate-limited).
+
+    A text whose number's next free slot is further than a moment away is held: the task ends
+    and the rest of the list comes back by countdown at that slot (`held`: the first text's
+    hold), so the process sends other numbers' texts meanwhile instead of sleeping."""
     rt = _rt(self)
     results = []
-    for outbox_id in outbox_ids:
+    for at, outbox_id in enumerate(outbox_ids):
         result = outbox.send_one(rt.db, outbox_id, rt.sender, rt.now(),
                                  on_failed=consent.after_failed_send,
-                                 status_callback=rt.status_callback,
-                                 throttle=rt.limiter.acquire,
+                                 status_callback=rt.status_callback, pacer=rt.limiter,
+                                 held=held if at == 0 else None,
                                  max_attempts=int(rt.config.get("SEND_MAX_ATTEMPTS") or 6))
         results.append(result.status)
         log.log(logging.WARNING if result.status == "failed" else logging.INFO,
                 "send_outbox outbox_id=%s outcome=%s code=%s", outbox_id, result.status,
                 result.code)
+        if result.status == "held":
+            queue = (self.request.delivery_info or {}).get("routing_key")
+            self.apply_async(args=(outbox_ids[at:], result.detail),
+                             countdown=result.retry_in, queue=queue)
+            break
     return results
 
 
@@ -140,8 +160,9 @@ def _start_batch(task, followup_ids: list[int]) -> dict[int, str]:
              " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     if numbers:  # their first texts go out now, not at the next beat
         with rt.db.transaction() as session:
-            _send_batches(task, outbox.due_batches(session, now, to_numbers=numbers,
-                                                   limit=max(500, 4 * len(numbers))))
+            batches = outbox.due_batches(session, now, to_numbers=numbers,
+                                         limit=max(500, 4 * len(numbers)))
+        _send_batches(task, batches)
     return outcomes
 
 
@@ -184,7 +205,8 @@ def tick_checkin(self, checkin_id: int) -> bool:
     log.info("tick_checkin checkin_id=%s fired=%s status=%s", checkin_id, happened, status)
     if to is not None:
         with rt.db.transaction() as session:
-            _send_batches(self, outbox.due_batches(session, now, to_number=to))
+            batches = outbox.due_batches(session, now, to_number=to)
+        _send_batches(self, batches)
         if status != "active":  # it ended: its alert may need the on-call now
             _notify_oncall(self, now)
     return happened
@@ -224,7 +246,8 @@ def send_now(self) -> int:
     now = rt.now()
     sent = _notify_oncall(self, now)
     with rt.db.transaction() as session:
-        return sent + _send_batches(self, outbox.due_batches(session, now))
+        batches = outbox.due_batches(session, now)
+    return sent + _send_batches(self, batches)
 
 
 # ---- inbound spool ------------------------------------------------------------------------
@@ -248,5 +271,6 @@ def replay_spool(self) -> int:
     if done:
         log.info("replay_spool replayed=%d", done)
         with rt.db.transaction() as session:
-            _send_batches(self, outbox.due_batches(session, rt.now()))
+            batches = outbox.due_batches(session, rt.now())
+        _send_batches(self, batches)
     return done

@@ -57,11 +57,14 @@ class Runtime:
     def limiter(self) -> RateLimiter:
         self._fresh()
         if self._limiter is None:
+            rate = self.config.get("SEND_RATE_PER_SECOND") or 1.0
+            service = self.config.get("TWILIO_MESSAGING_SERVICE_SID")
             self._limiter = RateLimiter(
-                self.config.get("SEND_RATE_PER_SECOND") or 1.0,
-                redis_url=self.config.get("REDIS_URL"),
+                rate, redis_url=self.config.get("REDIS_URL"),
                 key_prefix=self.config.get("REDIS_KEY_PREFIX") or "",
-                lock_dir=self.config.get("BROKER_DIR"))
+                lock_dir=self.config.get("BROKER_DIR"),
+                lane_rates={service: self.config.get("MESSAGING_SERVICE_RATE_PER_SECOND")
+                            or rate} if service else None)
         return self._limiter
 
     def now(self) -> datetime:

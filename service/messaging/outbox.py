@@ -5,24 +5,42 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from service.messaging import quiet_hours
 from service.messaging.senders import Sender, SendError
-from service.store.models import Clinic, Message, Outbox, Patient
+from service.store.models import Clinic, ClinicNumber, Message, Outbox, Patient
 from service.store.queries import IN_FLIGHT, mark_send_soon, outbox_due
 
 FailedForGood = Callable[[Session, Outbox, SendError, datetime], None]
 """What a text that will never go out means for its patient (opted out at Twilio, a bad
 number, an alert): a policy of the conversations room, handed to `send_one` by its caller."""
 
+
+class Pacer(Protocol):
+    """The send-rate limit of each sending lane (service.messaging.ratelimit.RateLimiter)."""
+
+    def reserve(self, lane: str | None) -> float | None: ...
+
+    def gate(self, lane: str | None, *, timeout: float | None = None) -> bool: ...
+
+    def interval(self, lane: str | None) -> float: ...
+
+
 log = logging.getLogger(__name__)
 
+# A send slot further away than this is not waited for, the text is held: half the lane's
+# interval (a process that sleeps a whole interval per text sends one lane's texts only), but
+# at least HOLD_AT_LEAST (a hold costs more than so short a sleep) and at most HOLD_AFTER.
+HOLD_AFTER = 0.5
+HOLD_AT_LEAST = 0.05
 LEASE = timedelta(minutes=2)  # a row claimed by a worker that died is claimed again after this
 RETRY_BASE = timedelta(seconds=30)  # first retry after a transient failure (then doubling)
 RETRY_CAP = timedelta(minutes=15)
@@ -61,41 +79,72 @@ def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: date
 
 
 
+QUEUED_LEASE = timedelta(minutes=2)  # a text queued for sending is not queued again before this
+
+
 def due_batches(session: Session, now: datetime, *, to_number: str | None = None,
                 to_numbers: Iterable[str] | None = None, limit: int = 500) -> list[list[int]]:
     """Due rows grouped by recipient, each group in queue order: one task sends one group, so
     one patient's texts go out in order while different patients' go out side by side.
-    `to_number` / `to_numbers`: only the rows to this recipient / these recipients."""
-    query = sa.select(Outbox.id, Outbox.to_number).where(outbox_due(now))
+    `to_number` / `to_numbers`: only the rows to this recipient / these recipients.
+
+    The pending rows returned are marked as queued (`claimed_until`, for QUEUED_LEASE): until
+    their task has come, later calls (the next beat, another beat) leave them out, so a
+    backlog is queued once, not once a minute. Queue the tasks after the commit: a task that
+    came before it would find the row still locked and skip it."""
+    query = sa.select(Outbox.id, Outbox.to_number, Outbox.status).where(
+        outbox_due(now), sa.or_(Outbox.status != "pending", Outbox.claimed_until.is_(None),
+                                Outbox.claimed_until <= now))
     if to_number is not None:
         query = query.where(Outbox.to_number == to_number)
     if to_numbers is not None:
         query = query.where(Outbox.to_number.in_(list(to_numbers)))
+    found = session.execute(query.order_by(Outbox.id).limit(limit)
+                            .with_for_update(skip_locked=True)).all()
+    pending = [row_id for row_id, _, status in found if status == "pending"]
+    for at in range(0, len(pending), 1000):
+        session.execute(sa.update(Outbox).where(Outbox.id.in_(pending[at:at + 1000]))
+                        .values(claimed_until=now + QUEUED_LEASE)
+                        .execution_options(synchronize_session=False))
     groups: dict[str, list[int]] = {}
-    for row_id, to in session.execute(query.order_by(Outbox.id).limit(limit)):
+    for row_id, to, _ in found:
         groups.setdefault(to, []).append(row_id)
     return list(groups.values())
 
 
 @dataclass(frozen=True)
 class SendOutcome:
-    status: str  # sent | skipped | retry | failed | unknown | throttled
-    detail: str = ""
+    status: str  # sent | skipped | retry | failed | unknown | throttled | held
+    detail: str = ""  # held: the hold's token, to be handed back to send_one as `held`
     code: int | None = None
+    retry_in: float | None = None  # held: seconds until the text's send slot
 
 
-def claim(session: Session, outbox_id: int, now: datetime) -> Outbox | None:
-    """Takes a row for sending (locked, lease set); None if it is not ours to send."""
-    row = session.execute(sa.select(Outbox).where(Outbox.id == outbox_id)
-                          .with_for_update(skip_locked=True)).scalar_one_or_none()
-    if row is None:
+# How many numbers the row's clinic has, read with the row (see _lane).
+_CLINIC_NUMBERS = (sa.select(sa.func.count()).select_from(ClinicNumber)
+                   .where(ClinicNumber.clinic_id == Outbox.clinic_id).scalar_subquery())
+
+
+def claim(session: Session, outbox_id: int, now: datetime, *,
+          held: str | None = None) -> Outbox | None:
+    """Takes a row for sending (locked, lease set); None if it is not ours to send.
+
+    `held`: the token of a hold (`SendOutcome.detail`): the row is still ours if it is still
+    claimed under that hold (no one took it over after the hold's lease ran out)."""
+    found = session.execute(sa.select(Outbox, _CLINIC_NUMBERS).where(Outbox.id == outbox_id)
+                            .with_for_update(skip_locked=True, of=Outbox)).one_or_none()
+    if found is None:
         return None
-    ready = (row.status == "pending" and row.not_before <= now) or (
+    row, row.clinic_numbers = found
+    back_from_hold = held is not None and _is_hold(row, held)
+    ready = back_from_hold or (row.status == "pending" and row.not_before <= now) or (
         row.status in IN_FLIGHT and row.claimed_until is not None
         and row.claimed_until <= now)
     if not ready:
         return None
     if _earlier_unsent(session, row, now):
+        if row.status == "pending":
+            row.claimed_until = None  # not queued any more: the beat queues it again
         return None  # texts to one number go out in the order they were queued
     if row.patient_id is not None:
         patient = session.get(Patient, row.patient_id)
@@ -104,11 +153,68 @@ def claim(session: Session, outbox_id: int, now: datetime) -> Outbox | None:
         if opted_out or patient.erased_at or patient.number_invalid:
             row.status, row.last_error = "cancelled", "patient opted out or unreachable"
             return None
+    if back_from_hold:  # the same attempt, which has not been sent yet
+        row.check_first = False
+        row.claimed_until = now + LEASE
+        return row
     # A row left "sending" (its worker died) or "unknown" (the request may have reached Twilio)
     # is looked for in Twilio's message list before it is sent again.
     row.check_first = row.status in IN_FLIGHT
     row.status, row.claimed_until, row.attempts = "sending", now + LEASE, row.attempts + 1
     return row
+
+
+def _hold_token(until: datetime) -> str:
+    return until.isoformat()
+
+
+def _is_hold(row: Outbox, token: str) -> bool:
+    if row.status != "sending" or row.claimed_until is None:
+        return False
+    until = datetime.fromisoformat(token)
+    stored = row.claimed_until
+    if (stored.tzinfo is None) != (until.tzinfo is None):  # SQLite keeps no time zone
+        stored, until = stored.replace(tzinfo=None), until.replace(tzinfo=None)
+    return abs(stored - until) < timedelta(milliseconds=1)
+
+
+def _hold(db, outbox_id: int, now: datetime, wait: float) -> str:
+    """Keeps a claimed row claimed until its send slot and a lease after it: later texts to the
+    same patient keep waiting behind it, and if the hold is never come back to (its worker
+    died), the row is claimed again once the lease has run out."""
+    with db.transaction() as session:
+        row = session.get(Outbox, outbox_id)
+        row.claimed_until = now + timedelta(seconds=wait) + LEASE
+        return _hold_token(row.claimed_until)
+
+
+def _lane(row: Outbox, sender: Sender) -> tuple[str | None, str | None]:
+    """(the From number to send with, the rate lane): the row's number and its own rate; or,
+    when the sender has a Messaging Service and the clinic has several numbers, no From (the
+    service picks the clinic's number for the patient) and the service's rate."""
+    service = sender.messaging_service_sid
+    if service and row.clinic_numbers > 1:
+        return None, service
+    return row.from_number, row.from_number
+
+
+def _pace(pacer: Pacer, lane: str | None, *, held: bool) -> float | None:
+    """0 when the text may go now; seconds to hold it for its slot; None: no slot free soon.
+
+    A text back from a hold goes straight to the gate; if the lane sent meanwhile (the text
+    came back late), it books a new slot."""
+    hold_after = min(HOLD_AFTER, max(HOLD_AT_LEAST, pacer.interval(lane) / 2))
+    for _ in range(2):
+        if not held:
+            wait = pacer.reserve(lane)
+            if wait is None or wait > hold_after:
+                return wait
+            if wait > 0:
+                time.sleep(wait)
+        if pacer.gate(lane, timeout=hold_after):
+            return 0.0
+        held = False
+    return None
 
 
 def _earlier_unsent(session: Session, row: Outbox, now: datetime) -> bool:
@@ -122,24 +228,31 @@ def _earlier_unsent(session: Session, row: Outbox, now: datetime) -> bool:
 
 
 def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: FailedForGood,
-             status_callback: str | None = None,
-             throttle: Callable[[str | None], bool] | None = None,
+             status_callback: str | None = None, pacer: Pacer | None = None,
+             held: str | None = None,
              max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> SendOutcome:
     """Claim (one transaction), send (no transaction open), record (another transaction).
 
-    `throttle(from_number)` waits for the sending number's rate limit; False gives the row
-    back untouched. After `max_attempts` transient failures, or a permanent error, the row
-    fails and `on_failed(session, row, error, now)` says what that means, in the same
-    transaction.
+    `pacer` keeps each sending lane (number or Messaging Service) within its rate: a text whose
+    slot is a moment away waits for it; one whose slot is further away is held (outcome
+    `held`, with the seconds until its slot and a token): the caller comes back then with
+    `held=token`, and the row stays claimed meanwhile. With no slot free soon the row is given
+    back untouched (`throttled`). After `max_attempts` transient failures, or a permanent
+    error, the row fails and `on_failed(session, row, error, now)` says what that means, in
+    the same transaction.
     """
     with db.transaction() as session:
-        row = claim(session, outbox_id, now)
+        row = claim(session, outbox_id, now, held=held)
         if row is None:
             return SendOutcome("skipped")
-        to, from_, body = row.to_number, row.from_number, row.body
+        to, body = row.to_number, row.body
+        from_, lane = _lane(row, sender)
         resend = row.check_first
         since = row.created_at - timedelta(minutes=1)
-    if throttle is not None and not throttle(from_):
+    wait = _pace(pacer, lane, held=held is not None) if pacer is not None else 0.0
+    if wait:
+        return SendOutcome("held", _hold(db, outbox_id, now, wait), retry_in=wait)
+    if wait is None:
         with db.transaction() as session:
             row = session.get(Outbox, outbox_id)
             row.status = "unknown" if resend else "pending"
@@ -158,6 +271,8 @@ def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: Fa
         row.last_error = None
         if session.execute(sa.select(Message.id).where(Message.twilio_sid == result_sid)).first() \
                 is None:
+            # Sent through a Messaging Service, the number is the service's pick (Twilio's
+            # answer does not say which yet): the message keeps no From then.
             session.add(Message(clinic_id=row.clinic_id, patient_id=row.patient_id,
                                 checkin_id=row.checkin_id, direction="out", channel="sms",
                                 from_number=from_ or "", to_number=to, body=body,

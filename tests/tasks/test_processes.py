@@ -94,13 +94,20 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
             logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
             args = ["worker", "--loglevel=INFO", "--concurrency=2", "--without-gossip",
                     "--without-mingle", "--without-heartbeat"]
-            with celery_process([*args, "-n", "w1@%h"], env, logs[0], cwd=tmp_path) as w1, \
-                    celery_process([*args, "-n", "w2@%h"], env, logs[1], cwd=tmp_path) as w2:
+            # Each worker its own queue, and half the texts on each: both send from the number
+            # at once (a held text comes back on the queue it came from).
+            with celery_process([*args, "-n", "w1@%h", "-Q", "w1"], env, logs[0],
+                                cwd=tmp_path) as w1, \
+                    celery_process([*args, "-n", "w2@%h", "-Q", "w2"], env, logs[1],
+                                   cwd=tmp_path) as w2:
                 wait_for_log(logs[0], " ready.", w1)
                 wait_for_log(logs[1], " ready.", w2)
                 config = load_config({"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix},
                                      environ={"ENV": "development"})
-                assert taskqueue.send_task("tasks.send_due_outbox", config=config)
+                client = taskqueue._client(config)
+                for n, row in enumerate(rows(db, Outbox)):
+                    client.send_task("tasks.send_outbox", args=([row.id],),
+                                     queue=f"w{n % 2 + 1}")
                 wait_for(lambda: all(r.status == "sent" for r in rows(db, Outbox)),
                          timeout=90, what="every text sent")
         posts = api.posts()
@@ -114,7 +121,60 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
         assert times[-1] - times[0] >= (patients - 1) / rate * 0.9
         per_worker = [len(re.findall(r"send_outbox outbox_id=\d+ outcome=sent", log.read_text()))
                       for log in logs]
-        assert sum(per_worker) == patients and all(per_worker), per_worker
+        assert per_worker == [patients // 2, patients // 2], per_worker
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_worker_sends_a_second_numbers_texts_while_the_first_numbers_wait_their_slots(
+        database_url, redis_prefix, tmp_path):
+    """Texts queued number after number (as one clinic's follow-up batch queues them): a worker
+    process with one slot does not sleep through the first number's slots with the second
+    number's texts behind it; it holds the first number's texts and sends the second's."""
+    rate, per_number = 2.0, 6
+    now = datetime(2026, 6, 1, 10, 0, tzinfo=NY)
+    numbers = ["+16175550108", "+16175550109"]
+    db = Database(database_url)
+    try:
+        with db.transaction() as session:
+            from service.accounts.clinics import create_clinic
+
+            for c, number in enumerate(numbers):
+                clinic = create_clinic(session, name=f"Lane Clinic {c}", numbers=[number])
+                for n in range(per_number):
+                    consent.enroll_patient(session, clinic, phone=f"+1617555{300 + 10 * c + n:04d}",
+                                           now=now)
+        prefix = redis_prefix + "lanes:"
+        with FakeTwilio() as api:
+            env = clean_env({
+                "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
+                "REDIS_KEY_PREFIX": prefix, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": api.url,
+                "SEND_RATE_PER_SECOND": rate, "SECRET_KEY": "x", "BROKER_DIR": tmp_path,
+                "SPOOL_DIR": tmp_path / "spool", "TRIAGE_FAKE_NOW": now.isoformat()})
+            log = tmp_path / "w.log"
+            with celery_process(["worker", "--loglevel=INFO", "--concurrency=1",
+                                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                                env, log, cwd=tmp_path) as worker:
+                wait_for_log(log, " ready.", worker)
+                config = load_config({"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix},
+                                     environ={"ENV": "development"})
+                assert taskqueue.send_task("tasks.send_due_outbox", config=config)
+                wait_for(lambda: all(r.status == "sent" for r in rows(db, Outbox)),
+                         timeout=90, what="every text sent")
+        posts = api.posts()
+        assert len(posts) == 2 * per_number  # one request per text
+        times = {number: sorted(p["received_at"] for p in posts if p["form"]["From"] == number)
+                 for number in numbers}
+        assert [len(t) for t in times.values()] == [per_number, per_number]
+        # Asleep on its slots, the first number's six texts would take 2.5 s before the second
+        # number's first; held, the second number starts while the first has most to go.
+        first, second = times.values()
+        assert second[0] < first[per_number // 2], (first, second)
+        for t in times.values():
+            assert min(b - a for a, b in zip(t, t[1:], strict=False)) >= 0.6 / rate, t
     finally:
         db.dispose()
 
