@@ -58,7 +58,7 @@ def send_due_outbox(self) -> int:
     for _ in range(MAX_SEND_BATCHES):
         now = rt.now()
         with rt.db.transaction() as session:
-            batches = outbox.due_batches(session, now)
+            batches = outbox.due_batches(session, now, caps=rt.lane_caps)
         queued += _send_batches(self, batches)
         texts = sum(map(len, batches))
         if texts:
@@ -161,7 +161,7 @@ def _start_batch(task, followup_ids: list[int]) -> dict[int, str]:
     if numbers:  # their first texts go out now, not at the next beat
         with rt.db.transaction() as session:
             batches = outbox.due_batches(session, now, to_numbers=numbers,
-                                         limit=max(500, 4 * len(numbers)))
+                                         limit=max(500, 4 * len(numbers)), caps=rt.lane_caps)
         _send_batches(task, batches)
     return outcomes
 
@@ -205,7 +205,7 @@ def tick_checkin(self, checkin_id: int) -> bool:
     log.info("tick_checkin checkin_id=%s fired=%s status=%s", checkin_id, happened, status)
     if to is not None:
         with rt.db.transaction() as session:
-            batches = outbox.due_batches(session, now, to_number=to)
+            batches = outbox.due_batches(session, now, to_number=to, caps=rt.lane_caps)
         _send_batches(self, batches)
         if status != "active":  # it ended: its alert may need the on-call now
             _notify_oncall(self, now)
@@ -246,7 +246,7 @@ def send_now(self) -> int:
     now = rt.now()
     sent = _notify_oncall(self, now)
     with rt.db.transaction() as session:
-        batches = outbox.due_batches(session, now)
+        batches = outbox.due_batches(session, now, caps=rt.lane_caps)
     return sent + _send_batches(self, batches)
 
 
@@ -271,6 +271,6 @@ def replay_spool(self) -> int:
     if done:
         log.info("replay_spool replayed=%d", done)
         with rt.db.transaction() as session:
-            batches = outbox.due_batches(session, rt.now())
+            batches = outbox.due_batches(session, rt.now(), caps=rt.lane_caps)
         _send_batches(self, batches)
     return done

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any
 
 from service import clock
 from service.config import status_callback_url
+from service.messaging.outbox import LaneCaps
 from service.messaging.ratelimit import RateLimiter
 from service.messaging.senders import Sender, sender_from_config
 from service.store import Database, bounds_from_config
@@ -66,6 +68,15 @@ class Runtime:
                 lane_rates={service: self.config.get("MESSAGING_SERVICE_RATE_PER_SECOND")
                             or rate} if service else None)
         return self._limiter
+
+    @property
+    def lane_caps(self) -> LaneCaps:
+        """How many texts of one lane are worth queuing at once (see outbox.LaneCaps)."""
+        limiter = self.limiter
+        service = self.config.get("TWILIO_MESSAGING_SERVICE_SID")
+        return LaneCaps(number=math.ceil(limiter.per_second * limiter.max_wait),
+                        service=math.ceil(1 / limiter.interval(service) * limiter.max_wait)
+                        if service else None)
 
     def now(self) -> datetime:
         return clock.now()

@@ -78,37 +78,68 @@ def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: date
 
 
 
-
 QUEUED_LEASE = timedelta(minutes=2)  # a text queued for sending is not queued again before this
 
 
+@dataclass(frozen=True)
+class LaneCaps:
+    """At most how many texts of one sending lane one call queues: what the lane can send
+    before a slot is too far away to book (rate x the limiter's longest wait). More would come
+    straight back untouched, each costing a claim. `service`: the cap of a clinic with several
+    numbers when the texts go through a Messaging Service (None: no service)."""
+
+    number: int
+    service: int | None = None
+
+
 def due_batches(session: Session, now: datetime, *, to_number: str | None = None,
-                to_numbers: Iterable[str] | None = None, limit: int = 500) -> list[list[int]]:
+                to_numbers: Iterable[str] | None = None, limit: int = 500,
+                caps: LaneCaps | None = None) -> list[list[int]]:
     """Due rows grouped by recipient, each group in queue order: one task sends one group, so
     one patient's texts go out in order while different patients' go out side by side.
-    `to_number` / `to_numbers`: only the rows to this recipient / these recipients.
+    `to_number` / `to_numbers`: only the rows to this recipient / these recipients; `caps`: at
+    most so many of each sending number's oldest rows (the rest wait for a later call).
 
     The pending rows returned are marked as queued (`claimed_until`, for QUEUED_LEASE): until
     their task has come, later calls (the next beat, another beat) leave them out, so a
     backlog is queued once, not once a minute. Queue the tasks after the commit: a task that
-    came before it would find the row still locked and skip it."""
-    query = sa.select(Outbox.id, Outbox.to_number, Outbox.status).where(
-        outbox_due(now), sa.or_(Outbox.status != "pending", Outbox.claimed_until.is_(None),
-                                Outbox.claimed_until <= now))
+    came before it would find the row still being marked and skip it."""
+    not_queued = sa.or_(Outbox.status != "pending", Outbox.claimed_until.is_(None),
+                        Outbox.claimed_until <= now)
+    columns = [Outbox.id, Outbox.to_number, Outbox.status]
+    if caps is not None:
+        columns.append(sa.func.row_number().over(partition_by=Outbox.from_number,
+                                                 order_by=Outbox.id).label("nth"))
+        if caps.service is not None:
+            columns.append(_CLINIC_NUMBERS.label("numbers"))
+    query = sa.select(*columns).where(outbox_due(now), not_queued)
     if to_number is not None:
         query = query.where(Outbox.to_number == to_number)
     if to_numbers is not None:
         query = query.where(Outbox.to_number.in_(list(to_numbers)))
-    found = session.execute(query.order_by(Outbox.id).limit(limit)
-                            .with_for_update(skip_locked=True)).all()
+    if caps is not None:
+        ranked = query.subquery()
+        cap = caps.number if caps.service is None else sa.case(
+            (ranked.c.numbers > 1, caps.service), else_=caps.number)
+        query = (sa.select(ranked.c.id, ranked.c.to_number, ranked.c.status)
+                 .where(ranked.c.nth <= cap).order_by(ranked.c.id))
+    else:
+        query = query.order_by(Outbox.id)
+    found = session.execute(query.limit(limit)).all()
+    # Marked only if still pending and not queued: of two beats side by side, the second
+    # waits for the first's row locks, then finds the rows marked and leaves them out.
     pending = [row_id for row_id, _, status in found if status == "pending"]
+    marked: set[int] = set()
     for at in range(0, len(pending), 1000):
-        session.execute(sa.update(Outbox).where(Outbox.id.in_(pending[at:at + 1000]))
-                        .values(claimed_until=now + QUEUED_LEASE)
-                        .execution_options(synchronize_session=False))
+        marked.update(session.scalars(
+            sa.update(Outbox).where(Outbox.id.in_(pending[at:at + 1000]),
+                                    Outbox.status == "pending", not_queued)
+            .values(claimed_until=now + QUEUED_LEASE).returning(Outbox.id)
+            .execution_options(synchronize_session=False)))
     groups: dict[str, list[int]] = {}
-    for row_id, to, _ in found:
-        groups.setdefault(to, []).append(row_id)
+    for row_id, to, status in found:
+        if status != "pending" or row_id in marked:
+            groups.setdefault(to, []).append(row_id)
     return list(groups.values())
 
 

@@ -166,3 +166,20 @@ def test_a_text_waiting_behind_an_earlier_one_is_queued_again_at_the_next_beat(d
     assert send_one(db, later_id, sender, NOW).status == "skipped"
     with db.transaction() as session:
         assert outbox.due_batches(session, NOW) == [[later_id]]
+
+
+def test_no_more_of_one_numbers_texts_are_queued_than_it_can_send_soon(db, make_clinic):
+    busy = enroll(db, make_clinic, *[f"+161755502{n:02d}" for n in range(5)])
+    other = [i for i in enroll(db, make_clinic, "+16175550290", numbers=("+16175550291",))
+             if i not in busy]
+    service = [i for i in enroll(db, make_clinic, "+16175550292", "+16175550293",
+                                 "+16175550294", numbers=("+16175550295", "+16175550296"))
+               if i not in busy + other]
+    caps = outbox.LaneCaps(number=2, service=3)
+
+    with db.transaction() as session:
+        first = sorted(sum(outbox.due_batches(session, NOW, caps=caps), []))
+    # The busy number's two oldest, the other number's one, the service clinic's three.
+    assert first == sorted(busy[:2] + other + service)
+    with db.transaction() as session:  # the next call: the busy number's next two
+        assert sorted(sum(outbox.due_batches(session, NOW, caps=caps), [])) == busy[2:4]
