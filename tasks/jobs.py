@@ -108,7 +108,8 @@ def dispatch_due_followups(self) -> int:
     task per START_BATCH of them.
 
     A full batch is followed by another, so a morning's worth of follow-ups released from quiet
-    hours starts within minutes, not one batch a minute; MAX_DISPATCH_BATCHES bounds one run.
+    hours starts within minutes, not one batch a minute; MAX_DISPATCH_BATCHES bounds one run,
+    which then queues the next run behind its start tasks.
     """
     rt = _rt(self)
     total = 0
@@ -119,7 +120,12 @@ def dispatch_due_followups(self) -> int:
             _queue(self, "tasks.start_followups", claimed[at:at + START_BATCH])
         total += len(claimed)
         if len(claimed) < followups.CLAIM_BATCH:
-            break
+            return total
+    # More are due: the next run goes to the back of the queue, behind the start tasks just
+    # queued, so claims keep pace with starting (within their lease) instead of waiting a
+    # minute for the beat: 100,000 due start in one go.
+    _queue(self, "tasks.dispatch_due_followups")
+    log.info("dispatch_due_followups claimed=%d, more due: queued another run", total)
     return total
 
 
