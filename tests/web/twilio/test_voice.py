@@ -28,9 +28,9 @@ from service.store.models import (
 from service.voice import calls as voice_calls
 from service.voice import simulated as voice_sim
 from service.voice.callers import TwilioCaller
-from tests.web.twilio.voice_helpers import CLINIC_LINE, Twiml, VoicePhone, text_sms
 from tests.support.phones import PUBLIC_BASE_URL, WEBHOOK_CONFIG
 from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, CALLS_URL, FakeTwilio
+from tests.web.twilio.voice_helpers import CLINIC_LINE, Twiml, VoicePhone, text_sms
 
 PATIENT = "+16175550142"
 NOW = "2026-03-02T15:00:00+00:00"  # a Monday, 10:00 in Boston
