@@ -466,11 +466,13 @@ def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
         seed_outbox(url, numbers=numbers, texts=texts, grouped=grouped, service=service)
         extra = {"TWILIO_MESSAGING_SERVICE_SID": SERVICE_SID,
                  "MESSAGING_SERVICE_RATE_PER_SECOND": str(rate)} if service else {}
-        for w in range(workers):
-            stack.worker(f"w{w}", concurrency=concurrency, **extra)
+        procs = [stack.worker(f"w{w}", concurrency=concurrency, **extra)
+                 for w in range(workers)]
+        cpu_before = sum(_cpu_seconds(_group_pids(p.pid)) for p in procs)
         stack.beat("main", **extra)
         wait_for(lambda: len(fake.messages()) >= texts, timeout=600, interval=0.5,
                  what="every text sent")
+        worker_cpu = sum(_cpu_seconds(_group_pids(p.pid)) for p in procs) - cpu_before
         with engine.connect() as connection:
             unsent = connection.execute(sa.text(
                 "SELECT count(*) FROM outbox WHERE status <> 'sent'")).scalar()
@@ -505,7 +507,7 @@ def send_scenario(*, numbers: int, texts: int, rate: float, workers: int,
             "duplicates": duplicates, "seconds": elapsed,
             "throughput": (len(creates) - 1) / elapsed, "sustained": sustained,
             "min_spacing_same_number": spacing, "lanes": len(by_number), "service": service,
-            "busiest_second": busiest_second,
+            "busiest_second": busiest_second, "worker_cpu_ms_per_text": 1000 * worker_cpu / texts,
             "max_rate_one_number": max(per_number.values())}
 
 
@@ -541,7 +543,8 @@ def cmd_send(args) -> None:
               f"busiest {r['max_rate_one_number']:.2f}/s on average and "
               f"{r['busiest_second']} texts in its busiest second; closest two texts of one lane "
               f"{1000 * r['min_spacing_same_number']:.0f} ms apart (limit "
-              f"{1000 / rate:.0f} ms)", flush=True)
+              f"{1000 / rate:.0f} ms); worker CPU {r['worker_cpu_ms_per_text']:.1f} ms per text",
+              flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from service.messaging import quiet_hours
 from service.messaging.senders import Sender, SendError
 from service.store.models import Clinic, ClinicNumber, Message, Outbox, Patient
-from service.store.queries import IN_FLIGHT, mark_send_soon, outbox_due
+from service.store.queries import IN_FLIGHT, UNSENT, mark_send_soon, outbox_due
 
 FailedForGood = Callable[[Session, Outbox, SendError, datetime], None]
 """What a text that will never go out means for its patient (opted out at Twilio, a bad
@@ -114,9 +114,9 @@ def due_batches(session: Session, now: datetime, *, to_number: str | None = None
             columns.append(_CLINIC_NUMBERS.label("numbers"))
     query = sa.select(*columns).where(outbox_due(now), not_queued)
     if to_number is not None:
-        query = query.where(Outbox.to_number == to_number)
+        query = query.where(Outbox.to_number == to_number, Outbox.status.in_(UNSENT))
     if to_numbers is not None:
-        query = query.where(Outbox.to_number.in_(list(to_numbers)))
+        query = query.where(Outbox.to_number.in_(list(to_numbers)), Outbox.status.in_(UNSENT))
     if caps is not None:
         ranked = query.subquery()
         cap = caps.number if caps.service is None else sa.case(
@@ -251,7 +251,7 @@ def _pace(pacer: Pacer, lane: str | None, *, held: bool) -> float | None:
 def _earlier_unsent(session: Session, row: Outbox, now: datetime) -> bool:
     """Is an older text to the same number still on its way (due, sending, or retrying)?"""
     return session.execute(sa.select(Outbox.id).where(
-        Outbox.to_number == row.to_number, Outbox.id < row.id,
+        Outbox.to_number == row.to_number, Outbox.id < row.id, Outbox.status.in_(UNSENT),
         sa.or_(Outbox.status.in_(IN_FLIGHT),
                sa.and_(Outbox.status == "pending",
                        sa.or_(Outbox.not_before <= now, Outbox.attempts > 0))),

@@ -111,8 +111,10 @@ def _constraint_and_predicate_diff(connection: sa.Connection, metadata: sa.MetaD
 
 
 def _predicate(clause: Any) -> str | None:
-    """A WHERE clause reduced to its words, so "(status)::text = 'x'::text" == "status = 'x'"."""
+    """A WHERE clause reduced to its words, so "(status)::text = 'x'::text" == "status = 'x'"
+    and PostgreSQL's "= ANY (ARRAY['a'::character varying, ...])" == "IN ('a', ...)"."""
     if clause is None:
         return None
-    text = str(clause).replace("::text", "")
-    return re.sub(r"[\s()'\"]", "", text).lower()
+    text = re.sub(r"::(text|character varying)(\[\])?", "", str(clause))
+    text = re.sub(r"[\s()'\"]", "", text).lower()
+    return re.sub(r"=anyarray\[([^\]]*)\]", r"in\1", text)

@@ -419,6 +419,11 @@ class Outbox(Base):
         sa.Index("ix_outbox_status_not_before", "status", "not_before"),
         sa.Index("ix_outbox_patient_id", "patient_id"),
         sa.Index("ix_outbox_twilio_sid", "twilio_sid"),
+        # One recipient's unsent texts, in queue order: the in-order check of every send and
+        # the "texts to these patients" query after a batch of follow-ups start. Sent rows,
+        # which are most of the table, stay out of it.
+        sa.Index("ix_outbox_to_number_unsent", "to_number", "id",
+                 **_where("status IN ('pending', 'sending', 'unknown')")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -29,6 +29,9 @@ DB_UNAVAILABLE = (OperationalError, InterfaceError)
 PENDING_FOLLOWUP = (FollowUpStatus.SCHEDULED, FollowUpStatus.CLAIMED, FollowUpStatus.PAUSED)
 # Outbox rows a sender holds (or held, if its lease ran out).
 IN_FLIGHT = (OutboxStatus.SENDING, OutboxStatus.UNKNOWN)
+# The rows of the partial index ix_outbox_to_number_unsent: a query by recipient says so too,
+# so that PostgreSQL can prove the index applies.
+UNSENT = (OutboxStatus.PENDING, *IN_FLIGHT)
 
 _ACTIVE_CHECKIN = sa.select(CheckIn).where(CheckIn.patient_id == sa.bindparam("patient_id"),
                                            CheckIn.status == CheckInStatus.ACTIVE)
