@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from service.messaging import quiet_hours
 from service.messaging.senders import Sender, SendError
 from service.store.models import Clinic, ClinicNumber, Message, Outbox, Patient
-from service.store.queries import IN_FLIGHT, UNSENT, mark_send_soon, outbox_due
+from service.store.queries import IN_FLIGHT, mark_send_soon, outbox_due
 
 FailedForGood = Callable[[Session, Outbox, SendError, datetime], None]
 """What a text that will never go out means for its patient (opted out at Twilio, a bad
@@ -104,19 +104,28 @@ def due_batches(session: Session, now: datetime, *, to_number: str | None = None
     their task has come, later calls (the next beat, another beat) leave them out, so a
     backlog is queued once, not once a minute. Queue the tasks after the commit: a task that
     came before it would find the row still being marked and skip it."""
-    not_queued = sa.or_(Outbox.status != "pending", Outbox.claimed_until.is_(None),
-                        Outbox.claimed_until <= now)
-    columns = [Outbox.id, Outbox.to_number, Outbox.status]
+    def not_queued(rows):
+        return sa.or_(rows.status != "pending", rows.claimed_until.is_(None),
+                      rows.claimed_until <= now)
+
+    rows = Outbox
+    recipients = [to_number] if to_number is not None else to_numbers
+    if recipients is not None:
+        # These recipients' rows first (ix_outbox_to_number_id), materialized: on
+        # a table that grew faster than its statistics (a morning's follow-ups), PostgreSQL
+        # otherwise reads every due row through the status index and filters them (24 ms
+        # instead of 0.4 at 100,000 pending).
+        rows = (sa.select(Outbox.__table__).where(Outbox.to_number.in_(list(recipients)))
+                .cte("recipients").prefix_with("MATERIALIZED", dialect="postgresql")).c
+    columns = [rows.id, rows.to_number, rows.status]
     if caps is not None:
-        columns.append(sa.func.row_number().over(partition_by=Outbox.from_number,
-                                                 order_by=Outbox.id).label("nth"))
+        columns.append(sa.func.row_number().over(partition_by=rows.from_number,
+                                                 order_by=rows.id).label("nth"))
         if caps.service is not None:
-            columns.append(_CLINIC_NUMBERS.label("numbers"))
-    query = sa.select(*columns).where(outbox_due(now), not_queued)
-    if to_number is not None:
-        query = query.where(Outbox.to_number == to_number, Outbox.status.in_(UNSENT))
-    if to_numbers is not None:
-        query = query.where(Outbox.to_number.in_(list(to_numbers)), Outbox.status.in_(UNSENT))
+            columns.append(sa.select(sa.func.count()).select_from(ClinicNumber)
+                           .where(ClinicNumber.clinic_id == rows.clinic_id)
+                           .scalar_subquery().label("numbers"))
+    query = sa.select(*columns).where(outbox_due(now, rows), not_queued(rows))
     if caps is not None:
         ranked = query.subquery()
         cap = caps.number if caps.service is None else sa.case(
@@ -124,7 +133,7 @@ def due_batches(session: Session, now: datetime, *, to_number: str | None = None
         query = (sa.select(ranked.c.id, ranked.c.to_number, ranked.c.status)
                  .where(ranked.c.nth <= cap).order_by(ranked.c.id))
     else:
-        query = query.order_by(Outbox.id)
+        query = query.order_by(rows.id)
     found = session.execute(query.limit(limit)).all()
     # Marked only if still pending and not queued: of two beats side by side, the second
     # waits for the first's row locks, then finds the rows marked and leaves them out.
@@ -133,7 +142,7 @@ def due_batches(session: Session, now: datetime, *, to_number: str | None = None
     for at in range(0, len(pending), 1000):
         marked.update(session.scalars(
             sa.update(Outbox).where(Outbox.id.in_(pending[at:at + 1000]),
-                                    Outbox.status == "pending", not_queued)
+                                    Outbox.status == "pending", not_queued(Outbox))
             .values(claimed_until=now + QUEUED_LEASE).returning(Outbox.id)
             .execution_options(synchronize_session=False)))
     groups: dict[str, list[int]] = {}
@@ -251,7 +260,7 @@ def _pace(pacer: Pacer, lane: str | None, *, held: bool) -> float | None:
 def _earlier_unsent(session: Session, row: Outbox, now: datetime) -> bool:
     """Is an older text to the same number still on its way (due, sending, or retrying)?"""
     return session.execute(sa.select(Outbox.id).where(
-        Outbox.to_number == row.to_number, Outbox.id < row.id, Outbox.status.in_(UNSENT),
+        Outbox.to_number == row.to_number, Outbox.id < row.id,
         sa.or_(Outbox.status.in_(IN_FLIGHT),
                sa.and_(Outbox.status == "pending",
                        sa.or_(Outbox.not_before <= now, Outbox.attempts > 0))),

@@ -419,11 +419,11 @@ class Outbox(Base):
         sa.Index("ix_outbox_status_not_before", "status", "not_before"),
         sa.Index("ix_outbox_patient_id", "patient_id"),
         sa.Index("ix_outbox_twilio_sid", "twilio_sid"),
-        # One recipient's unsent texts, in queue order: the in-order check of every send and
-        # the "texts to these patients" query after a batch of follow-ups start. Sent rows,
-        # which are most of the table, stay out of it.
-        sa.Index("ix_outbox_to_number_unsent", "to_number", "id",
-                 **_where("status IN ('pending', 'sending', 'unknown')")),
+        # One recipient's texts in queue order: the in-order check of every send and the
+        # "texts to these patients" read after a batch of follow-ups start. Not partial: a
+        # query must not have to name the statuses for PostgreSQL to prefer it over the
+        # status index, which it does when the table grew faster than its statistics.
+        sa.Index("ix_outbox_to_number_id", "to_number", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

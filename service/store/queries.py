@@ -29,9 +29,6 @@ DB_UNAVAILABLE = (OperationalError, InterfaceError)
 PENDING_FOLLOWUP = (FollowUpStatus.SCHEDULED, FollowUpStatus.CLAIMED, FollowUpStatus.PAUSED)
 # Outbox rows a sender holds (or held, if its lease ran out).
 IN_FLIGHT = (OutboxStatus.SENDING, OutboxStatus.UNKNOWN)
-# The rows of the partial index ix_outbox_to_number_unsent: a query by recipient says so too,
-# so that PostgreSQL can prove the index applies.
-UNSENT = (OutboxStatus.PENDING, *IN_FLIGHT)
 
 _ACTIVE_CHECKIN = sa.select(CheckIn).where(CheckIn.patient_id == sa.bindparam("patient_id"),
                                            CheckIn.status == CheckInStatus.ACTIVE)
@@ -70,12 +67,13 @@ def cancel_pending_outbox(session: Session, patient_id: int, *,
     return session.execute(q.values(status=OutboxStatus.CANCELLED)).rowcount
 
 
-def outbox_due(now: datetime):
+def outbox_due(now: datetime, rows=Outbox):
     """An outbox row is due: pending and its time has come, or held by a sender whose lease ran
-    out (the sender died, or the result of its send is unknown)."""
+    out (the sender died, or the result of its send is unknown). `rows`: the outbox's columns
+    as a subquery or CTE has them (`cte.c`), if not the table's."""
     return sa.or_(
-        sa.and_(Outbox.status == OutboxStatus.PENDING, Outbox.not_before <= now),
-        sa.and_(Outbox.status.in_(IN_FLIGHT), Outbox.claimed_until <= now),
+        sa.and_(rows.status == OutboxStatus.PENDING, rows.not_before <= now),
+        sa.and_(rows.status.in_(IN_FLIGHT), rows.claimed_until <= now),
     )
 
 
