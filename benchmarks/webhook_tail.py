@@ -255,6 +255,23 @@ def _sid(body: str) -> str:
     return re.search(r"MessageSid=([^&]+)", body).group(1)
 
 
+def force_full_collection(port: int, at: float, out: list[dict]) -> threading.Timer:
+    """At `at` seconds from now, one full collection in one worker (/bench/gc): what Python
+    does by itself whenever enough objects survived (its generation-2 threshold), at a moment
+    chosen here so that the open loop sees it."""
+    def run() -> None:
+        t = time.time()
+        connection = http.client.HTTPConnection(HOST, port, timeout=10)
+        connection.request("POST", "/bench/gc")
+        out.append({**json.loads(connection.getresponse().read()), "t": t})
+        connection.close()
+
+    timer = threading.Timer(at, run)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def open_loop(port: int, path: str, items: list[tuple[str, str]], *, rate: float,
               seconds: float, workers: int = 32) -> list[dict]:
     """Request i is due at start + i/rate whatever happened to the others; each record has the
@@ -486,6 +503,12 @@ def report(results: dict) -> str:
         + f" (gc.freeze() after start-up: {s['gc_freeze']}).",
         "",
     ]
+    for forced in results["forced_gc"]:
+        name = "/twilio/sms" if forced["t"] < results["open_start"]["accept"] else "/bench/accept"
+        start = results["open_start"]["sms" if name == "/twilio/sms" else "accept"]
+        lines += [f"Forced full collection (--force-gc-at) during {name}'s loop at "
+                  f"{forced['t'] - start:.1f} s: {forced['ms']:.1f} ms in worker "
+                  f"{forced['pid']}.", ""]
     for name in ("sms", "accept"):
         found = results["stalls"][name]
         lines.append(f"Stalls (requests > {SLOW_MS:.0f} ms, grouped when they overlap) on "
@@ -543,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--gthreads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--no-fsync-test", action="store_true")
+    parser.add_argument("--force-gc-at", type=float, default=0.0, metavar="S",
+                        help="one full collection in one worker S seconds into each open loop")
     parser.add_argument("--write-docs", metavar="TITLE",
                         help="write the report into docs/BENCHMARKS.md under this title")
     parser.add_argument("--json", metavar="PATH", help="also write every record here")
@@ -581,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         accept_warm = wl.signed_requests(base, 0, 200, 1, "W")
         wl.write_lines(workdir / "sms.txt", closed_items)
         wl.write_lines(workdir / "accept.txt", accept_closed)
-        results: dict = {"closed": {}, "open": {}, "open_start": {}, "cpu_open": {}}
+        results: dict = {"closed": {}, "open": {}, "open_start": {}, "cpu_open": {},
+                         "forced_gc": []}
         if not args.no_fsync_test:
             print("pg_test_fsync -s 2", flush=True)
             results["fsync"] = pg_test_fsync(workdir)
@@ -624,8 +650,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.rate:.0f} req/s to {path} for {args.seconds:.0f} s", flush=True)
                 before = wl.server_cpu(process.pid, database)
                 results["open_start"][name] = time.time()
+                timer = (force_full_collection(port, args.force_gc_at, results["forced_gc"])
+                         if args.force_gc_at else None)
                 records[name] = open_loop(port, path, items, rate=args.rate,
                                           seconds=args.seconds)
+                if timer is not None:
+                    timer.join(timeout=15)
                 after = wl.server_cpu(process.pid, database)
                 results["cpu_open"][name] = {k: after[k] - before[k] for k in after}
             sampler.stop.set()
