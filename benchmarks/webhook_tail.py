@@ -283,7 +283,6 @@ def open_loop(port: int, path: str, items: list[tuple[str, str]], *, rate: float
     jobs: queue.Queue = queue.Queue()
     records: list[dict] = []
     lock = threading.Lock()
-    offset = time.time() - time.perf_counter()
 
     def worker() -> None:
         connection = http.client.HTTPConnection(HOST, port, timeout=10)
@@ -308,9 +307,11 @@ def open_loop(port: int, path: str, items: list[tuple[str, str]], *, rate: float
                     connection = http.client.HTTPConnection(HOST, port, timeout=10)
                     if attempt == 2:
                         status = f"error {type(exc).__name__}"
-            end = time.perf_counter()
+            end, wall = time.perf_counter(), time.time()
+            # The due time on the wall clock (the server's traces use it), taken now: the wall
+            # clock may be slewed (NTP) while the loop runs, so no offset fixed at the start.
             with lock:
-                records.append({"due": due + offset, "lag_ms": (sent - due) * 1000,
+                records.append({"due": wall - (end - due), "lag_ms": (sent - due) * 1000,
                                 "ms": (end - due) * 1000, "status": status, "sid": _sid(body)})
 
     pool = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
