@@ -39,6 +39,7 @@ import os
 import platform
 import queue
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -694,8 +695,12 @@ def main(argv: list[str] | None = None) -> int:
                 if n != stats_before["autovacuum"].get(t)
                 or stats_after["autoanalyze"][t] != stats_before["autoanalyze"].get(t)),
         }
-        cmd = "flock /tmp/s21/bench.lock .venv/bin/python benchmarks/webhook_tail.py " + \
-            " ".join(argv if argv is not None else sys.argv[1:])
+        shown = list(argv if argv is not None else sys.argv[1:])
+        if "--json" in shown:  # where this run's raw records went: not part of the figures
+            del shown[shown.index("--json"):shown.index("--json") + 2]
+        cmd = ("WEB_GC_FREEZE=0 " if os.environ.get("WEB_GC_FREEZE") == "0" else "") + \
+            "flock /tmp/s21/bench.lock .venv/bin/python benchmarks/webhook_tail.py " + \
+            shlex.join(shown)
         results["settings"] = {
             "command": cmd.strip(), "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"Python {platform.python_version()}, {platform.machine()}, "
