@@ -32,3 +32,18 @@ limit_request_fields = 60
 limit_request_field_size = 8190
 # The app answers 413 to a body above MAX_CONTENT_LENGTH (service/__init__.py) without reading it.
 accesslog = None  # request lines carry no patient data, but the app logs what matters
+
+
+def post_worker_init(worker):
+    """Once the worker has loaded the app: everything start-up built (the flow definitions and
+    the reading-grade dictionary that validated them, SQLAlchemy's mappers, the libraries:
+    ~370,000 objects) leaves the garbage collector's reach. Otherwise each full collection
+    walks all of it, about 200 ms during which the worker serves nothing (docs/BENCHMARKS.md,
+    "Webhook tail latency"). Objects made later are collected as before. WEB_GC_FREEZE=0 turns
+    this off (to measure the difference)."""
+    import gc
+
+    if os.environ.get("WEB_GC_FREEZE", "1") == "0":
+        return
+    gc.collect()
+    gc.freeze()

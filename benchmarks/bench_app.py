@@ -115,3 +115,100 @@ def floor() -> Response:
     for text in texts:
         reply.message(text)
     return Response(str(reply), mimetype="text/xml")
+
+
+# ---- tracing (benchmarks/webhook_tail.py): only with BENCH_TRACE_DIR set ------------------
+#
+# One line per request and per stall candidate, written by each gunicorn worker to
+# $BENCH_TRACE_DIR/trace-<pid>.jsonl, all times wall-clock (time.time(), seconds):
+#   {"k": "req", "t0", "ms", "path", "sid", "thread", "commit_ms", "exec_ms", "checkout_ms",
+#    "gc_ms"}  every request: its time in the app (Flask before_request .. teardown), of which
+#              waiting for COMMIT, for the other statements, for a pool checkout (including
+#              the pre-ping), and in the garbage collector while it ran;
+#   {"k": "gc", "t0", "ms", "gen", "collected"}  every collection longer than 2 ms.
+# The driver correlates them with the requests it saw slow (webhook_tail.py).
+
+import gc  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from flask import g  # noqa: E402
+
+TRACE_DIR = os.environ.get("BENCH_TRACE_DIR")
+
+if TRACE_DIR:
+    _trace_file = open(os.path.join(TRACE_DIR, f"trace-{os.getpid()}.jsonl"), "a",  # noqa: SIM115
+                       buffering=1)
+    _trace_lock = threading.Lock()
+    _local = threading.local()
+    _gc_total = [0.0]  # seconds spent in collections by this process so far
+    _gc_start = [0.0, 0.0]
+
+    def _emit(record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with _trace_lock:
+            _trace_file.write(line)
+
+    def _on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            _gc_start[0], _gc_start[1] = time.perf_counter(), time.time()
+            return
+        took = time.perf_counter() - _gc_start[0]
+        _gc_total[0] += took
+        if took > 0.002:
+            _emit({"k": "gc", "t0": _gc_start[1], "ms": took * 1000,
+                   "gen": info.get("generation"), "collected": info.get("collected")})
+
+    gc.callbacks.append(_on_gc)
+
+    def _timed(call, slot: str):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                if getattr(_local, "active", False):
+                    setattr(_local, slot, getattr(_local, slot) + time.perf_counter() - started)
+        return timed
+
+    def _instrument() -> None:
+        engine = get_db(app).engine
+        dialect = engine.dialect
+        dialect.do_commit = _timed(dialect.do_commit, "commit")
+        for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+            setattr(dialect, name, _timed(getattr(dialect, name), "execute"))
+        engine.pool._do_get = _timed(engine.pool._do_get, "checkout")
+        dialect.do_ping = _timed(dialect.do_ping, "checkout")
+
+    _instrument()
+
+    @app.before_request
+    def _trace_start() -> None:
+        _local.active = True
+        _local.commit = _local.execute = _local.checkout = 0.0
+        g.trace = (time.time(), time.perf_counter(), _gc_total[0])
+
+    @app.teardown_request
+    def _trace_end(_exc) -> None:
+        t0, started, gc0 = g.pop("trace", (None, None, None))
+        _local.active = False
+        if t0 is None:
+            return
+        _emit({"k": "req", "t0": t0, "ms": (time.perf_counter() - started) * 1000,
+               "path": request.path, "sid": request.form.get("MessageSid"),
+               "thread": threading.get_ident(), "commit_ms": _local.commit * 1000,
+               "exec_ms": _local.execute * 1000, "checkout_ms": _local.checkout * 1000,
+               "gc_ms": (_gc_total[0] - gc0) * 1000})
+
+    @app.post("/bench/gc")
+    def full_collection() -> Response:
+        """What one full collection costs this worker now (the driver asks at the end)."""
+        started = time.perf_counter()
+        gc.collect()
+        took = (time.perf_counter() - started) * 1000
+        return Response(json.dumps({"pid": os.getpid(), "ms": took,
+                                    "tracked": len(gc.get_objects()),
+                                    "frozen": gc.get_freeze_count(),
+                                    "collections": [s["collections"] for s in gc.get_stats()]}),
+                        mimetype="application/json")

@@ -115,7 +115,7 @@ def seed(url: str, patients: int) -> None:
     """Migrates, then one clinic and `patients` patients who each started an intake by
     texting PAIN (so each has consent and an active check-in waiting for its first answer)."""
     from service.accounts.clinics import create_clinic
-    from service.conversations.checkins import handle_inbound_sms
+    from service.conversations.inbound import handle_inbound_sms
     from service.store import Database
     from service.store.migrate import upgrade
 
@@ -166,7 +166,9 @@ def gunicorn(url: str, port: int, workdir: Path, workers: int, threads: int):
     for name in ("REDIS_URL", "BROKER_URL", "TWILIO_ACCOUNT_SID"):
         env.pop(name, None)  # no broker, no sender: the request path alone is measured
     settings = ["-w", str(workers), "--threads", str(threads), *GUNICORN_ARGS]
-    command = [sys.executable, "-m", "gunicorn", *settings, "-b", f"{HOST}:{port}",
+    # The product's gunicorn.conf.py (its hooks), with the settings above on top of it.
+    command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+               *settings, "-b", f"{HOST}:{port}",
                "--chdir", str(ROOT / "benchmarks"), "--pythonpath", str(ROOT), "bench_app:app"]
     log = open(workdir / "gunicorn.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -184,7 +186,8 @@ def gunicorn(url: str, port: int, workdir: Path, workers: int, threads: int):
             if time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not answer within 30 s")
             time.sleep(0.2)
-        yield process, " ".join(["gunicorn", *settings, "-b", f"{HOST}:{port}",
+        yield process, " ".join(["gunicorn", "-c", "gunicorn.conf.py", *settings,
+                                 "-b", f"{HOST}:{port}",
                                  "--chdir", "benchmarks", "--pythonpath", ".",
                                  "bench_app:app"])
     finally:

@@ -24,6 +24,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = [
@@ -96,6 +97,13 @@ def normalize(text: str) -> str:
     """
     if not isinstance(text, str) or not text:
         return ""
+    return _normalize(text)
+
+
+@lru_cache(maxsize=1024)
+def _normalize(text: str) -> str:
+    # Pure, and one text is read many times over (each keyword, the reading, the engine's
+    # parse): about thirty calls per webhook, nearly all on the same text.
     for char, decimal in _VULGAR.items():
         if char in text:
             text = re.sub(rf"(?<=\d){char}", decimal, text).replace(char, f" 0{decimal} ")

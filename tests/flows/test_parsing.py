@@ -582,6 +582,7 @@ PURE_MODULES = {
     "collections",
     "dataclasses",
     "fractions",
+    "functools",  # lru_cache: normalize memoizes a pure function
     "math",
     "re",
     "typing",
