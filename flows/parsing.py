@@ -100,10 +100,11 @@ def normalize(text: str) -> str:
     return _normalize(text)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=64)
 def _normalize(text: str) -> str:
     # Pure, and one text is read many times over (each keyword, the reading, the engine's
-    # parse): about thirty calls per webhook, nearly all on the same text.
+    # parse): about thirty calls per webhook, nearly all on the same text. A few dozen entries
+    # cover the texts in flight; patients' words are not kept around longer than that.
     for char, decimal in _VULGAR.items():
         if char in text:
             text = re.sub(rf"(?<=\d){char}", decimal, text).replace(char, f" 0{decimal} ")
