@@ -68,6 +68,17 @@ def test_redis_rate_limit_gives_one_slot_per_interval(redis_prefix):
     assert impatient.acquire("+16175550105") is False
 
 
+def _worker_env(database_url, prefix, api, rate, now, tmp_path) -> dict:
+    """A worker on PostgreSQL and the shared Redis (its own key prefix), sending through the
+    fake Twilio at `rate` texts per second per number, its clock at `now`."""
+    return clean_env({
+        "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
+        "REDIS_KEY_PREFIX": prefix, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": api.url,
+        "SEND_RATE_PER_SECOND": rate, "SECRET_KEY": "x", "BROKER_DIR": tmp_path,
+        "SPOOL_DIR": tmp_path / "spool", "TRIAGE_FAKE_NOW": now.isoformat()})
+
+
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, redis_prefix,
@@ -85,12 +96,7 @@ def test_two_worker_processes_share_the_rate_limit_of_one_number(database_url, r
                                         now=now)
         prefix = redis_prefix + "procs:"
         with FakeTwilio() as api:
-            env = clean_env({
-                "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-                "REDIS_KEY_PREFIX": prefix, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": api.url,
-                "SEND_RATE_PER_SECOND": rate, "SECRET_KEY": "x", "BROKER_DIR": tmp_path,
-                "SPOOL_DIR": tmp_path / "spool", "TRIAGE_FAKE_NOW": now.isoformat()})
+            env = _worker_env(database_url, prefix, api, rate, now, tmp_path)
             logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
             args = ["worker", "--loglevel=INFO", "--concurrency=2", "--without-gossip",
                     "--without-mingle", "--without-heartbeat"]
@@ -148,12 +154,7 @@ def test_a_worker_sends_a_second_numbers_texts_while_the_first_numbers_wait_thei
                                            now=now)
         prefix = redis_prefix + "lanes:"
         with FakeTwilio() as api:
-            env = clean_env({
-                "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-                "REDIS_KEY_PREFIX": prefix, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-                "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_API_BASE": api.url,
-                "SEND_RATE_PER_SECOND": rate, "SECRET_KEY": "x", "BROKER_DIR": tmp_path,
-                "SPOOL_DIR": tmp_path / "spool", "TRIAGE_FAKE_NOW": now.isoformat()})
+            env = _worker_env(database_url, prefix, api, rate, now, tmp_path)
             log = tmp_path / "w.log"
             with celery_process(["worker", "--loglevel=INFO", "--concurrency=1",
                                  "--without-gossip", "--without-mingle", "--without-heartbeat"],
