@@ -19,15 +19,12 @@ from service.messaging.ratelimit import RateLimiter
 from service.messaging.senders import TwilioSender
 from service.store.models import Clinic, Message, Outbox, Patient
 from tests.support.db import rows
+from tests.support.sending import send_one
 from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 NOW = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)
 NUMBER = "+16175550170"
 SERVICE = "MG" + "7" * 32
-
-
-def send_one(*args, **kwargs):
-    return outbox.send_one(*args, on_failed=consent.after_failed_send, **kwargs)
 
 
 @pytest.fixture

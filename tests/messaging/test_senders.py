@@ -19,18 +19,13 @@ from service.messaging.senders import (
 )
 from service.store.models import Clinic, Message, Outbox, Patient
 from tests.support.db import rows
+from tests.support.sending import send_one
 from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, MESSAGES_URL, FakeTwilio
 
 CLINIC_NUMBER = "+16175550100"
 PATIENT = "+16175550142"
 CALLBACK = "https://triage.example.org/twilio/status"
 NOW = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)
-
-
-def send_one(*args, **kwargs):
-    """The outbox's send with the conversations' policy for a text that fails for good, as
-    the worker's task calls it."""
-    return outbox.send_one(*args, on_failed=consent.after_failed_send, **kwargs)
 
 
 @pytest.fixture

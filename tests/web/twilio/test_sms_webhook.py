@@ -52,6 +52,7 @@ from tests.support.phones import (
     sign,
     twiml_messages,
 )
+from tests.support.sending import send_one
 from tests.support.twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
 BOSTON = ZoneInfo("America/New_York")  # the patients' numbers are Boston's (617)
@@ -62,12 +63,6 @@ DAYTIME = datetime(2025, 3, 3, 15, 0, tzinfo=UTC)
 # A database of the shared Redis nobody else uses (the task tests use 11); only the spool key is
 # touched, never flushed.
 PRIVATE_REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('TEST_SPOOL_REDIS_DB', '14'))}"
-
-
-def send_one(*args, **kwargs):
-    """The outbox's send with the conversations' policy for a text that fails for good, as
-    the worker's task calls it."""
-    return outbox.send_one(*args, on_failed=consent.after_failed_send, **kwargs)
 
 
 @pytest.fixture
