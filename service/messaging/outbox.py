@@ -122,9 +122,7 @@ def due_batches(session: Session, now: datetime, *, to_number: str | None = None
         columns.append(sa.func.row_number().over(partition_by=rows.from_number,
                                                  order_by=rows.id).label("nth"))
         if caps.service is not None:
-            columns.append(sa.select(sa.func.count()).select_from(ClinicNumber)
-                           .where(ClinicNumber.clinic_id == rows.clinic_id)
-                           .scalar_subquery().label("numbers"))
+            columns.append(_clinic_numbers(rows.clinic_id).label("numbers"))
     query = sa.select(*columns).where(outbox_due(now, rows), not_queued(rows))
     if caps is not None:
         ranked = query.subquery()
@@ -160,9 +158,11 @@ class SendOutcome:
     retry_in: float | None = None  # held: seconds until the text's send slot
 
 
-# How many numbers the row's clinic has, read with the row (see _lane).
-_CLINIC_NUMBERS = (sa.select(sa.func.count()).select_from(ClinicNumber)
-                   .where(ClinicNumber.clinic_id == Outbox.clinic_id).scalar_subquery())
+def _clinic_numbers(clinic_id):
+    """How many numbers the clinic of `clinic_id` (a column) has: read with the rows that
+    need it (see _lane)."""
+    return (sa.select(sa.func.count()).select_from(ClinicNumber)
+            .where(ClinicNumber.clinic_id == clinic_id).scalar_subquery())
 
 
 def claim(session: Session, outbox_id: int, now: datetime, *,
@@ -171,7 +171,8 @@ def claim(session: Session, outbox_id: int, now: datetime, *,
 
     `held`: the token of a hold (`SendOutcome.detail`): the row is still ours if it is still
     claimed under that hold (no one took it over after the hold's lease ran out)."""
-    found = session.execute(sa.select(Outbox, _CLINIC_NUMBERS).where(Outbox.id == outbox_id)
+    found = session.execute(sa.select(Outbox, _clinic_numbers(Outbox.clinic_id))
+                            .where(Outbox.id == outbox_id)
                             .with_for_update(skip_locked=True, of=Outbox)).one_or_none()
     if found is None:
         return None
