@@ -258,6 +258,28 @@ def run_wrk(port: int, path: str, lines: Path, *, duration: int, connections: in
 # ---- open loop (fixed rate) ---------------------------------------------------------------
 
 
+def feed_at_rate(jobs: queue.Queue, worker, workers: int, items: list, *, rate: float,
+                 total: int) -> float:
+    """The open loop's generator: `workers` threads run `worker` (which takes
+    (scheduled perf_counter time, item) from `jobs` until None); item i is put at exactly
+    start + i / rate whatever the answers do. Returns the start; the threads are joined."""
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for thread in pool:
+        thread.start()
+    start = time.perf_counter() + 0.05
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        jobs.put((scheduled, items[i]))
+    for _ in pool:
+        jobs.put(None)
+    for thread in pool:
+        thread.join(timeout=30)
+    return start
+
+
 def fixed_rate(port: int, path: str, items: list[tuple[str, str]], *, rate: float,
                seconds: float, workers: int = 16) -> dict:
     """Sends request i at start + i/rate whatever happened to the others; each latency runs
@@ -297,20 +319,7 @@ def fixed_rate(port: int, path: str, items: list[tuple[str, str]], *, rate: floa
                 if status != 200:
                     failures.append(str(status))
 
-    pool = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
-    for thread in pool:
-        thread.start()
-    start = time.perf_counter() + 0.05
-    for i in range(total):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        jobs.put((scheduled, items[i]))
-    for _ in pool:
-        jobs.put(None)
-    for thread in pool:
-        thread.join(timeout=30)
+    start = feed_at_rate(jobs, worker, workers, items, rate=rate, total=total)
     sent_for = time.perf_counter() - start
     ordered = sorted(latencies)
 

@@ -315,20 +315,7 @@ def open_loop(port: int, path: str, items: list[tuple[str, str]], *, rate: float
                 records.append({"due": wall - (end - due), "lag_ms": (sent - due) * 1000,
                                 "ms": (end - due) * 1000, "status": status, "sid": _sid(body)})
 
-    pool = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
-    for thread in pool:
-        thread.start()
-    start = time.perf_counter() + 0.05
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        jobs.put((due, items[i]))
-    for _ in pool:
-        jobs.put(None)
-    for thread in pool:
-        thread.join(timeout=30)
+    wl.feed_at_rate(jobs, worker, workers, items, rate=rate, total=total)
     return records
 
 
