@@ -38,7 +38,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from flows import keywords, parsing
 from flows.parsing import normalize
@@ -119,6 +120,20 @@ def read(
     being asked, or no question (None). An unknown `question_kind` is a flow-definition bug
     and raises ValueError, as flows.parsing.parse does."""
     text = text if isinstance(text, str) else ""
+    said = _read(text, lang, question_kind, tuple(options))
+    if said.kind not in (OPT_OUT, HELP, START) \
+            and keywords.is_start_keyword(text, clinic_start_keywords):
+        return replace(said, kind=START_KEYWORD, value=None)
+    return said
+
+
+# A text is read by the webhook to route it and again by the engine to take it as an answer:
+# the second reading comes from here. The clinic's start keywords are looked at outside it (the
+# engine does not know them), where _read would have: after START, before everything else.
+# Small, as flows.parsing.normalize's cache: patients' words do not linger in the process.
+@lru_cache(maxsize=64)
+def _read(text: str, lang: str, question_kind: str | None,
+          options: tuple[str, ...]) -> Reading:
     ack = is_acknowledgement(text)
     flags = {
         "callback": asks_callback(text),
@@ -134,8 +149,6 @@ def read(
         return Reading(HELP, **flags)
     if word == "start":
         return Reading(START, **flags)
-    if keywords.is_start_keyword(text, clinic_start_keywords):
-        return Reading(START_KEYWORD, **flags)
     if word in (RESTART, LANG_ES, LANG_EN):
         return Reading(word, **flags)
     if opt_out == "other_sense":
