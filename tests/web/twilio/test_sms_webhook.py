@@ -664,6 +664,36 @@ def first_holds_its_transaction_while_second_runs(db, database_url, first, secon
     return results
 
 
+def test_two_answers_in_one_unit_of_work_each_move_the_intake_on(phone, clinic_number, db):
+    """The answer's check-in UPDATE is written with the text (one statement on PostgreSQL):
+    a second text in the same transaction reads the check-in as the first left it, and the
+    commit keeps both answers."""
+    phone.text("PAIN")
+
+    def two_answers(session):
+        replies = []
+        for body in ("no", "no"):
+            result = inbound.handle_inbound_sms(session, to=clinic_number, from_=PATIENT,
+                                                body=body, sid=new_sid(), now=datetime.now(UTC))
+            replies.append(result.replies)
+            assert result.checkin.state["node"] == engine_node(result.replies)
+        return replies
+
+    assert db.run(two_answers) == [[ask("intake", "limb_weakness")],
+                                   [ask("intake", "bowel_bladder")]]
+    (checkin,) = rows(db, CheckIn)
+    assert checkin.state["node"] == "bowel_bladder"
+    assert checkin.answers["chest_symptoms"] is False
+    assert checkin.answers["limb_weakness"] is False
+
+
+def engine_node(replies: list[str]) -> str:
+    """The intake question a reply asks."""
+    (reply,) = replies
+    return next(field for field in ("limb_weakness", "bowel_bladder")
+                if reply == ask("intake", field))
+
+
 @POSTGRES_ONLY
 def test_use_case_waits_for_another_transaction_on_the_same_patient(phone, clinic_number, db,
                                                                    database_url):
