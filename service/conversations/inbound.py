@@ -184,8 +184,8 @@ def _write_text(session: Session, rows: list[dict], receipt: dict | None,
 
     Written as plain rows (nothing reads them back in this unit of work): the ORM's unit of
     work would fetch each message's id and cost the webhook a third of its CPU. On PostgreSQL
-    in one statement, the receipt's INSERT a CTE of the messages' multi-row INSERT (one round
-    trip instead of two, or three with the executemany's pipeline), and so is the UPDATE the
+    in one statement, the receipt's INSERT a CTE of the messages' INSERT (one round trip
+    instead of two, or three with the executemany's pipeline), and so is the UPDATE the
     answer made to the check-in (_checkin_changes): the commit then has nothing to flush. The
     text's SID is unique in both tables: this is what stops a racing duplicate (see
     _lock_sender), so every delivery with a SID must write one of them; either unique key
@@ -224,7 +224,8 @@ def _checkin_changes(session: Session, checkin: CheckIn | None) -> dict[str, obj
     if checkin is None or session.new or session.deleted:
         return {}
     state = sa.inspect(checkin)
-    if not state.persistent or not state.modified:
+    if not state.persistent or not state.modified \
+            or any(column.onupdate is not None for column in state.mapper.local_table.c):
         return {}
     changes: dict[str, object] = {}
     for attr in state.mapper.column_attrs:
@@ -232,8 +233,8 @@ def _checkin_changes(session: Session, checkin: CheckIn | None) -> dict[str, obj
         if not history.added:
             continue
         column = attr.columns[0]
-        if column.onupdate is not None or column.primary_key:
-            return {}
+        if column.primary_key or column.key != attr.key:
+            return {}  # the flush knows how to write these
         value = history.added[0]
         if history.deleted and column.type.compare_values(value, history.deleted[0]):
             continue  # set to what it was: nothing to write
