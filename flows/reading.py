@@ -118,9 +118,11 @@ def read(
     """The reading of `text` from a patient whose language is `lang`, while the question of
     parse kind `question_kind` (a key of flows.parsing.KINDS, or "choice" with `options`) is
     being asked, or no question (None). An unknown `question_kind` is a flow-definition bug
-    and raises ValueError, as flows.parsing.parse does."""
+    and raises ValueError, as flows.parsing.parse does, whatever the text."""
     text = text if isinstance(text, str) else ""
-    said = _read(text, lang, question_kind, tuple(options))
+    # Options that are not strings are no options (flows.parsing.parse_choice drops them too).
+    said = _read(text, lang, question_kind,
+                 tuple(option for option in (options or ()) if isinstance(option, str)))
     if said.kind not in (OPT_OUT, HELP, START) \
             and keywords.is_start_keyword(text, clinic_start_keywords):
         return replace(said, kind=START_KEYWORD, value=None)

@@ -655,3 +655,21 @@ def test_property_read_never_raises_and_is_well_formed(
 def test_read_of_a_non_str_is_unclear() -> None:
     assert read(None).kind == UNCLEAR  # type: ignore[arg-type]
     assert read(7, question_kind="yes_no").kind == UNCLEAR  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("first_with_keywords", [True, False], ids=["webhook-first", "engine-first"])
+@pytest.mark.parametrize("text", ["PAIN", "no", "Dolor."])
+def test_a_text_read_with_and_without_the_clinics_keywords_keeps_each_reading(
+        text, first_with_keywords):
+    """The webhook reads a text with the clinic's start keywords, the engine again without
+    them; the second reading (cached) is never the first one's."""
+    def with_keywords():
+        return reading.read(text, question_kind="yes_no", clinic_start_keywords=["PAIN", "DOLOR"])
+
+    def without():
+        return reading.read(text, question_kind="yes_no")
+
+    expected = (START_KEYWORD if text != "no" else ANSWER, ANSWER if text == "no" else UNCLEAR)
+    order = (with_keywords, without) if first_with_keywords else (without, with_keywords)
+    kinds = {fn: fn().kind for fn in order}
+    assert (kinds[with_keywords], kinds[without]) == expected
