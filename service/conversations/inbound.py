@@ -237,10 +237,7 @@ def _checkin_changes(session: Session, checkin: CheckIn | None) -> dict[str, obj
         column = attr.columns[0]
         if column.primary_key or column.key != attr.key:
             return {}  # the flush knows how to write these
-        value = history.added[0]
-        if history.deleted and column.type.compare_values(value, history.deleted[0]):
-            continue  # set to what it was: nothing to write
-        changes[column.key] = value
+        changes[column.key] = history.added[0]  # (an attribute set to what it was has none)
     if any(state.attrs[rel.key].history.has_changes() for rel in state.mapper.relationships):
         return {}
     return changes
