@@ -16,6 +16,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# kombu imports it by name when a connection is first made (service/broker.py says why).
+REDIS_TRANSPORT = "service.broker:Transport"
+
 _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
 
@@ -42,6 +45,9 @@ def broker_settings(config: Mapping[str, Any]) -> dict[str, Any]:
             "polling_interval": 0.2,
         }
     else:
+        if url.startswith(("redis://", "rediss://")):
+            # kombu's Redis transport, with a worker-killing fault on reconnection fixed.
+            settings["broker_transport"] = REDIS_TRANSPORT
         # Tasks are short (no long ETA anywhere), so an hour before an unacknowledged task
         # is delivered again (acks_late) is plenty.
         options: dict[str, Any] = {"socket_connect_timeout": 5, "visibility_timeout": 3600}

@@ -145,7 +145,7 @@ def test_redis_restart_mid_run(make_stack, pg_url, pg_engine, fake, private_redi
                                        "WHERE status = 'started'") >= 60,
              timeout=240, what="60 follow-ups started")
     private_redis.restart(down_for=2.0)  # everything queued in Redis is gone
-    wait_for(lambda: worker_a.log_path.read_text(errors="replace").count("Connected to redis")
+    wait_for(lambda: worker_a.log_path.read_text(errors="replace").count("Connected to ")
              >= 2 or not worker_a.alive(), timeout=240, interval=0.5,
              what="the worker back on Redis")
     state = wait_quiet(pg_engine, fake, quiet=5, timeout=240)
