@@ -110,7 +110,13 @@ class Proc:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        every = text.splitlines()
+        # A process that died tells why near its first critical line, long before its tail.
+        first = next((i for i, line in enumerate(every)
+                      if "CRITICAL/" in line or "Unrecoverable error" in line), None)
+        if first is None or first >= len(every) - lines:
+            return "\n".join(every[-lines:])
+        return "\n".join(every[max(0, first - 5):first + lines] + ["[…]"] + every[-lines:])
 
 
 class RedisServer:
