@@ -10,14 +10,21 @@ Celery took it for an unrecoverable one and the worker exited (seen once in CI, 
 step by step in tests/tasks/test_broker_outage.py). `taskqueue.broker_settings` names it.
 
 With a connection error instead, kombu does what it does for any ack on a dead connection: it
-logs "Couldn't ack" and goes on; the message stays unacknowledged in Redis and is delivered
-again (the tasks are idempotent: every row they act on is claimed under a lease first).
+logs "Couldn't ack" and goes on. If Redis kept the message, it stays unacknowledged there and
+is delivered again after the visibility timeout (an hour); after a restart without persistence
+it is gone. Either way no work is lost: every task acts on rows committed first, which the beat
+picks up again (a claimed follow-up once its lease has run out), and each claims its rows
+under a lease, so a second delivery does nothing twice.
+
+Only the first broker URL gets this transport: with several (`;`), kombu's failover to the next
+one goes back to its own.
 """
 
 from __future__ import annotations
 
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
 
 class Channel(kombu_redis.Channel):
     def _connparams(self, asynchronous=False):

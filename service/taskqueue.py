@@ -9,6 +9,7 @@ and forgotten.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,6 +49,13 @@ def broker_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         if url.startswith(("redis://", "rediss://")):
             # kombu's Redis transport, with a worker-killing fault on reconnection fixed.
             settings["broker_transport"] = REDIS_TRANSPORT
+            if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+                # kombu turns TLS on from the scheme only for a transport named "rediss", so
+                # named explicitly it is asked for here; and the server's certificate is
+                # verified (kombu's own default for a bare rediss:// verifies nothing). A
+                # provider with self-signed certificates says so in the URL
+                # (`?ssl_cert_reqs=none`).
+                settings["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
         # Tasks are short (no long ETA anywhere), so an hour before an unacknowledged task
         # is delivered again (acks_late) is plenty.
         options: dict[str, Any] = {"socket_connect_timeout": 5, "visibility_timeout": 3600}
