@@ -116,6 +116,8 @@ class Proc:
                       if "CRITICAL/" in line or "Unrecoverable error" in line), None)
         if first is None or first >= len(every) - lines:
             return "\n".join(every[-lines:])
+        if first + lines >= len(every) - lines:  # the two would overlap: one piece
+            return "\n".join(every[max(0, first - 5):])
         return "\n".join(every[max(0, first - 5):first + lines] + ["[…]"] + every[-lines:])
 
 

@@ -614,10 +614,10 @@ def test_kill9_of_every_web_worker_with_twilio_retries_loses_no_text(make_stack,
     done = threading.Event()
 
     def killer():
-        # Each round waits for another 40 texts to be answered (not for a clock: on an idle box
+        # Each round waits for another 30 texts to be answered (not for a clock: on an idle box
         # all 200 took under 1.5 s and no kill came) and for both workers to be back.
         for round_ in range(1, 5):
-            while len(retried) < 40 * round_:
+            while len(retried) < 30 * round_:
                 if done.wait(0.01):
                     return
             while len(workers := _children(web.pid)) < 2:
