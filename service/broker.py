@@ -2,12 +2,14 @@
 connection error, as every caller in kombu and Celery expects, instead of an AttributeError.
 
 When Redis goes away, Celery's consumer collects the broken connection, which leaves the
-transport without its client; the channel's close then fails half-way (its pool dropped, its
-transport still attached). From then on a late acknowledgement of a task that finished during
-the outage, or the next close of that channel, read the transport's missing client and raised
-`AttributeError: 'NoneType' object has no attribute 'hostname'` — not a connection error, so
-Celery took it for an unrecoverable one and the worker exited (seen once in CI, mid-run; shown
-step by step in tests/tasks/test_broker_outage.py). `taskqueue.broker_settings` names it.
+transport without its client; a channel's close can then stop half-way (its pool dropped, its
+transport still attached). From then on the next close of that channel, or a late
+acknowledgement of a task that finished during the outage, read the transport's missing client
+and raised `AttributeError: 'NoneType' object has no attribute 'hostname'` — not a connection
+error, so Celery took it for an unrecoverable one and the worker exited (seen once in CI,
+mid-run; one sequence that gets there is replayed in tests/tasks/test_broker_outage.py). Every
+use of a channel reaches the client through `_connparams`, the one method guarded here.
+`taskqueue.broker_settings` names this transport.
 
 With a connection error instead, kombu does what it does for any ack on a dead connection: it
 logs "Couldn't ack" and goes on. If Redis kept the message, it stays unacknowledged there and

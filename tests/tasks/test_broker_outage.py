@@ -1,10 +1,11 @@
-"""A worker's channel after Redis went away: the steps Celery's consumer takes on a connection
-loss, on the real kombu transport against a private redis-server that is killed mid-way.
+"""A consumer's channel after Redis went away, lost as Celery's consumer loses a connection
+(collected, then closed), on the real kombu transport against a private redis-server that is
+killed mid-delivery.
 
-With kombu's own Redis transport the late acknowledgement raises AttributeError, which Celery
-treats as unrecoverable: the worker exits (the CI failure of 2026-12-02 ended in exactly this
-traceback). The project's transport (service/broker.py) turns it into a connection error, so
-the ack is logged as not done and the worker goes on."""
+With kombu's own Redis transport the channel's close, and then the late acknowledgement, raise
+AttributeError, which Celery treats as unrecoverable: the worker exits (the CI failure of
+2026-12-02 ended in exactly this traceback). The project's transport (service/broker.py) turns
+it into a connection error, so the ack is logged as not done and the worker goes on."""
 
 from __future__ import annotations
 
