@@ -195,7 +195,9 @@ def claim(session: Session, outbox_id: int, now: datetime, *,
             row.status, row.last_error = "cancelled", "patient opted out or unreachable"
             return None
     if back_from_hold:  # the same attempt, which has not been sent yet
-        row.check_first = False
+        # A text that was to be looked up before it went again still is: its hold came
+        # between the claim and the look-up.
+        row.check_first = _hold_looks_up(held)
         row.claimed_until = now + LEASE
         return row
     # A row left "sending" (its worker died) or "unknown" (the request may have reached Twilio)
@@ -205,28 +207,34 @@ def claim(session: Session, outbox_id: int, now: datetime, *,
     return row
 
 
-def _hold_token(until: datetime) -> str:
-    return until.isoformat()
+def _hold_token(until: datetime, look_up: bool) -> str:
+    """What a held task hands back to `send_one`: the hold's end (which says the row is still
+    its own) and whether the text is to be looked up in Twilio's list before it goes again."""
+    return until.isoformat() + ("|look-up" if look_up else "")
+
+
+def _hold_looks_up(token: str | None) -> bool:
+    return token is not None and token.endswith("|look-up")
 
 
 def _is_hold(row: Outbox, token: str) -> bool:
     if row.status != "sending" or row.claimed_until is None:
         return False
-    until = datetime.fromisoformat(token)
+    until = datetime.fromisoformat(token.split("|", 1)[0])
     stored = row.claimed_until
     if (stored.tzinfo is None) != (until.tzinfo is None):  # SQLite keeps no time zone
         stored, until = stored.replace(tzinfo=None), until.replace(tzinfo=None)
     return abs(stored - until) < timedelta(milliseconds=1)
 
 
-def _hold(db, outbox_id: int, now: datetime, wait: float) -> str:
+def _hold(db, outbox_id: int, now: datetime, wait: float, *, look_up: bool) -> str:
     """Keeps a claimed row claimed until its send slot and a lease after it: later texts to the
     same patient keep waiting behind it, and if the hold is never come back to (its worker
     died), the row is claimed again once the lease has run out."""
     with db.transaction() as session:
         row = session.get(Outbox, outbox_id)
         row.claimed_until = now + timedelta(seconds=wait) + LEASE
-        return _hold_token(row.claimed_until)
+        return _hold_token(row.claimed_until, look_up)
 
 
 def _lane(row: Outbox, sender: Sender) -> tuple[str | None, str | None]:
@@ -292,7 +300,8 @@ def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: Fa
         since = row.created_at - timedelta(minutes=1)
     wait = _pace(pacer, lane, held=held is not None) if pacer is not None else 0.0
     if wait:
-        return SendOutcome("held", _hold(db, outbox_id, now, wait), retry_in=wait)
+        return SendOutcome("held", _hold(db, outbox_id, now, wait, look_up=resend),
+                           retry_in=wait)
     if wait is None:
         with db.transaction() as session:
             row = session.get(Outbox, outbox_id)

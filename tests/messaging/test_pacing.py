@@ -79,6 +79,24 @@ def test_a_text_whose_slot_is_further_away_is_held_then_sent_at_its_slot(db, mak
     assert (row.status, row.attempts) == ("sent", 1)  # one attempt, held in between
 
 
+def test_a_timed_out_text_held_for_its_slot_is_still_looked_up_before_it_goes_again(
+        db, make_clinic, fake, sender, tmp_path):
+    first, second = enroll(db, make_clinic, "+16175550177", "+16175550178")
+    fake.timeout(before_send=False)  # Twilio created it, the answer never came
+    assert send_one(db, second, sender, NOW).status == "unknown"
+
+    later = NOW + outbox.LEASE + timedelta(seconds=1)
+    pacer = RateLimiter(0.25, lock_dir=str(tmp_path))  # 1 text per 4 s: the second is held
+    assert send_one(db, first, sender, later, pacer=pacer).status == "sent"
+    held = send_one(db, second, sender, later, pacer=pacer)
+    assert held.status == "held"
+    time.sleep(held.retry_in)
+    assert send_one(db, second, sender, later, pacer=pacer, held=held.detail).status == "sent"
+    # Looked up in Twilio's list after the hold, found: the patient got it once.
+    assert [r["method"] for r in fake.requests()] == ["POST", "POST", "GET"]
+    assert fake.sent_bodies(to="+16175550178") == [rows(db, Outbox, Outbox.id == second)[0].body]
+
+
 def test_a_held_text_taken_over_after_its_lease_is_not_sent_twice(db, make_clinic, fake, sender,
                                                                   tmp_path):
     pacer = RateLimiter(0.1, lock_dir=str(tmp_path))  # a slot 10 s on: held, however slow
