@@ -58,16 +58,19 @@ def retry_delay(attempts: int) -> timedelta:
 def enqueue(session: Session, *, clinic: Clinic, body: str, kind: str, now: datetime,
             patient: Patient | None = None, to: str | None = None, tz: str | None = None,
             checkin=None, alert=None, quiet: bool = True, flush: bool = True) -> Outbox:
-    """Queues a message; with a timezone and `quiet`, it waits for 08:00-21:00 local time.
+    """Queues a message; with a timezone and `quiet`, it goes out only 08:00-21:00 local time:
+    it waits for that when queued, and again when it is sent (see claim).
 
     `flush=False` leaves the row to the unit of work's next flush or its commit (its id is
     not known until then), so that texts queued together are written together."""
-    not_before = quiet_hours.next_allowed(now, tz) if (quiet and tz) else now
+    quiet_tz = tz if (quiet and tz) else None
+    not_before = quiet_hours.next_allowed(now, quiet_tz) if quiet_tz else now
     row = Outbox(clinic_id=clinic.id, patient_id=patient.id if patient else None,
                  checkin_id=checkin.id if checkin else None, alert_id=alert.id if alert else None,
                  kind=kind, to_number=to or patient.phone_e164,
                  from_number=clinic.numbers[0].phone_e164 if clinic.numbers else None,
-                 body=body, status="pending", not_before=not_before, created_at=now)
+                 body=body, status="pending", not_before=not_before, quiet_tz=quiet_tz,
+                 created_at=now)
     if checkin is not None and checkin.id is None:
         row.checkin = checkin  # not written yet either: its id comes with the same flush
     session.add(row)
@@ -183,6 +186,12 @@ def claim(session: Session, outbox_id: int, now: datetime, *,
         and row.claimed_until <= now)
     if not ready:
         return None
+    if row.quiet_tz is not None:
+        allowed = quiet_hours.next_allowed(now, quiet_hours.patient_timezone(
+            row.quiet_tz, None, row.to_number))
+        if allowed != now:
+            _wait_for_allowed_hours(row, allowed, back_from_hold=back_from_hold, held=held)
+            return None
     if _earlier_unsent(session, row, now):
         if row.status == "pending":
             row.claimed_until = None  # not queued any more: the beat queues it again
@@ -205,6 +214,25 @@ def claim(session: Session, outbox_id: int, now: datetime, *,
     row.check_first = row.status in IN_FLIGHT
     row.status, row.claimed_until, row.attempts = "sending", now + LEASE, row.attempts + 1
     return row
+
+
+def _wait_for_allowed_hours(row: Outbox, allowed: datetime, *, back_from_hold: bool,
+                            held: str | None) -> None:
+    """A scheduled text found due outside its quiet hours (it was queued before 21:00 and
+    waited: a backlog at the number's rate, a retry, a worker that was down) waits for
+    `allowed`, the next 08:00 there, as one queued then would have. A text whose send may have
+    reached Twilio (sending, unknown) keeps its state and is looked up first then, as now."""
+    if back_from_hold:  # claimed for this attempt, not sent: the attempt is given back
+        row.attempts -= 1
+        if _hold_looks_up(held):
+            row.status, row.claimed_until = "unknown", allowed
+            return
+        row.status = "pending"
+    if row.status == "pending":
+        row.not_before, row.claimed_until = allowed, None
+    else:
+        row.claimed_until = allowed
+    log.info("outbox %s held for quiet hours until %s", row.id, allowed.isoformat())
 
 
 def _hold_token(until: datetime, look_up: bool) -> str:
@@ -267,12 +295,19 @@ def _pace(pacer: Pacer, lane: str | None, *, held: bool) -> float | None:
 
 
 def _earlier_unsent(session: Session, row: Outbox, now: datetime) -> bool:
-    """Is an older text to the same number still on its way (due, sending, or retrying)?"""
+    """Is an older text to the same number still on its way (due, sending, or retrying)?
+
+    A text that goes at any hour (a reply) is not held back by a retried scheduled one that
+    waits for the end of quiet hours: the patient's answer goes at once (CLINICAL.md §7). A
+    retry's own wait is at most RETRY_CAP; a longer one is quiet hours'."""
+    waiting = sa.and_(Outbox.status == "pending",
+                      sa.or_(Outbox.not_before <= now, Outbox.attempts > 0))
+    if row.quiet_tz is None:
+        waiting = sa.and_(waiting, sa.or_(Outbox.quiet_tz.is_(None),
+                                          Outbox.not_before <= now + RETRY_CAP))
     return session.execute(sa.select(Outbox.id).where(
         Outbox.to_number == row.to_number, Outbox.id < row.id,
-        sa.or_(Outbox.status.in_(IN_FLIGHT),
-               sa.and_(Outbox.status == "pending",
-                       sa.or_(Outbox.not_before <= now, Outbox.attempts > 0))),
+        sa.or_(Outbox.status.in_(IN_FLIGHT), waiting),
     ).limit(1)).first() is not None
 
 

@@ -439,6 +439,10 @@ class Outbox(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     not_before: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_until: Mapped[datetime | None]
+    # The time zone whose quiet hours this text keeps (CLINICAL.md §7: a scheduled message goes
+    # out only 08:00-21:00 there), checked when it is queued and again when it is sent; None:
+    # it goes at any hour (a reply to the patient's own text, an on-call text to staff).
+    quiet_tz: Mapped[str | None] = mapped_column(sa.String(64))
     twilio_sid: Mapped[str | None] = mapped_column(sa.String(64))
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

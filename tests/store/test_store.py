@@ -49,6 +49,45 @@ def test_upgrade_from_empty_matches_models_and_downgrades(empty_database_url):
     assert migrate.schema_diff(empty_database_url) == []
 
 
+def test_0008_gives_texts_pending_at_the_upgrade_the_quiet_hours_of_their_patient(
+        empty_database_url):
+    """Scheduled texts queued before the upgrade keep quiet hours when they are sent; a reply
+    or an on-call text, and a text already sent, stay as they were."""
+    migrate.upgrade(empty_database_url, "0007")
+    engine = make_engine(empty_database_url)
+    now = datetime(2026, 6, 1, 20, 55, tzinfo=UTC)
+    try:
+        with engine.begin() as connection:
+            def insert(table: str, **values) -> int:
+                columns = ", ".join(values)
+                marks = ", ".join(f":{name}" for name in values)
+                return connection.execute(sa.text(
+                    f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING id"),
+                    values).scalar_one()
+            clinic = insert("clinics", name="C", timezone="America/Chicago", phone="+13125550100",
+                            emergency_number="911", followup_first_day=28, followup_final_day=42,
+                            start_keywords="[]", twilio_optout_handling=False, created_at=now)
+            patients = [insert("patients", clinic_id=clinic, phone_e164=phone, timezone=tz,
+                               language="en", calls_allowed=False, consent="pending",
+                               opted_out=False, number_invalid=False, created_at=now)
+                        for phone, tz in (("+13125550101", "America/Denver"),
+                                          ("+13125550102", None))]
+            texts = [insert("outbox", clinic_id=clinic, patient_id=patient, kind=kind,
+                            to_number="+1312555010" + str(n), body="text", status=status,
+                            attempts=0, not_before=now, created_at=now)
+                     for n, (patient, kind, status) in enumerate((
+                         (patients[0], "consent", "pending"), (patients[1], "checkin", "pending"),
+                         (patients[0], "reply", "pending"), (None, "oncall", "pending"),
+                         (patients[0], "checkin", "sent")), start=1)]
+        migrate.upgrade(empty_database_url)
+        with engine.connect() as connection:
+            quiet = dict(connection.execute(sa.text("SELECT id, quiet_tz FROM outbox")).all())
+    finally:
+        engine.dispose()
+    assert [quiet[text] for text in texts] == ["America/Denver", "America/Chicago", None, None,
+                                               None]
+
+
 def test_schema_diff_sees_a_partial_index_that_lost_its_where(database_url):
     engine = make_engine(database_url)
     try:

@@ -206,3 +206,26 @@ def test_other_delivery_errors_and_a_delivery_in_between_do_not_count(worker, cl
     report(phone, sids[3], "undelivered", 30003)
     report(phone, sids[4], "failed", 30410)  # not a carrier delivery failure
     assert rows(db, Alert) == []
+
+
+def test_a_text_the_worker_did_not_send_before_21_00_goes_at_08_00(worker, clock, db, clinic):
+    """The worker was down from 20:55 to 21:05 (or busy with a backlog): the consent request
+    queued at 20:55 does not go out at night when it comes back (CLINICAL.md §7)."""
+    with db.transaction() as session:
+        consent.enroll_patient(session, session.get(Clinic, clinic.id), phone=PATIENT,
+                               now=clock.local(2026, 6, 1, 20, 55))
+    clock.local(2026, 6, 1, 21, 5)
+    run_beat(worker.app)
+    assert worker.api.posts() == []
+    row = one(db, Outbox)
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert row.not_before == clock.local(2026, 6, 2, 8, 0)
+
+    clock.local(2026, 6, 2, 3, 0)
+    run_beat(worker.app)
+    assert worker.api.posts() == []
+
+    clock.local(2026, 6, 2, 8, 0)
+    run_beat(worker.app)
+    assert worker.api.sent_bodies(to=PATIENT) == [row.body]
+    assert one(db, Outbox).status == "sent"
