@@ -18,8 +18,9 @@ from service.conversations import checkins, consent, inbound
 from service.followups import oncall
 from service.followups import schedule as followups
 from service.messaging import outbox
+from service.messaging.senders import OPTED_OUT
 from service.messaging.spool import Spool
-from service.store.models import CheckIn, Patient
+from service.store.models import CheckIn, Outbox, Patient
 
 log = logging.getLogger("tasks")
 
@@ -87,12 +88,22 @@ def send_outbox(self, outbox_ids: list[int], held: str | None = None) -> list[st
         log.log(logging.WARNING if result.status == "failed" else logging.INFO,
                 "send_outbox outbox_id=%s outcome=%s code=%s", outbox_id, result.status,
                 result.code)
+        if result.status == "failed" and result.code == OPTED_OUT:
+            _remember_refusal(rt, outbox_id)
         if result.status == "held":
             queue = (self.request.delivery_info or {}).get("routing_key")
             self.apply_async(args=(outbox_ids[at:], result.detail),
                              countdown=result.retry_in, queue=queue)
             break
     return results
+
+
+def _remember_refusal(rt, outbox_id: int) -> None:
+    """Twilio refused a text because the patient opted out there (21610): during an outage
+    their texts get no holding reply either."""
+    with rt.db.transaction() as session:
+        patient_id = session.get(Outbox, outbox_id).patient_id
+        consent.remember_opted_out(Spool.from_config(rt.config), session, patient_id)
 
 
 # ---- follow-ups ---------------------------------------------------------------------------
@@ -270,7 +281,8 @@ def replay_spool(self) -> int:
         if not mine:
             return 0
         try:
-            done = spool.replay(lambda record: inbound.replay_spooled(rt.db, record, rt.now()))
+            done = spool.replay(lambda record: inbound.replay_spooled(rt.db, record, rt.now(),
+                                                                      spool=spool))
         except DB_DOWN as exc:
             log.warning("replay_spool: database still unavailable (%s)", type(exc).__name__)
             return 0

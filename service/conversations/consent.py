@@ -16,7 +16,16 @@ from service.messaging import outbox, quiet_hours
 from service.messaging.senders import INVALID_NUMBERS, OPTED_OUT, SendError
 from service.phones import normalize_phone
 from service.records.alerts import raise_alert
-from service.store.models import Alert, Clinic, Episode, FollowUp, Message, Outbox, Patient
+from service.store.models import (
+    Alert,
+    Clinic,
+    ClinicNumber,
+    Episode,
+    FollowUp,
+    Message,
+    Outbox,
+    Patient,
+)
 from service.store.queries import active_checkin, cancel_followups, cancel_pending_outbox
 
 log = logging.getLogger(__name__)
@@ -116,6 +125,19 @@ def after_failed_delivery(session: Session, message: Message, code: int,
     if message.patient_id is not None:
         _number_refused(session, session.get(Clinic, message.clinic_id),
                         session.get(Patient, message.patient_id), code, now)
+
+
+def remember_opted_out(spool, session: Session, patient_id: int | None) -> None:
+    """Tells the inbound spool (service.messaging.spool) that this patient has opted out, on
+    every number of their clinic: while the database is away their texts get no holding
+    reply either. For the opt-outs no inbound text carries (staff, Twilio's 21610 on a send);
+    an opt-out by text is remembered by the webhook (inbound.remember_opt_out)."""
+    patient = session.get(Patient, patient_id) if patient_id is not None else None
+    if patient is None or not patient.opted_out or patient.erased_at is not None:
+        return
+    numbers = session.scalars(sa.select(ClinicNumber.phone_e164)
+                              .where(ClinicNumber.clinic_id == patient.clinic_id)).all()
+    spool.remember_patient_opt_out(numbers, patient.phone_e164, True)
 
 
 def _number_refused(session: Session, clinic: Clinic, patient: Patient, code: int | None,

@@ -515,10 +515,30 @@ def text_for_holding(lang: str = "en") -> str:
     return messages().get("holding", lang)
 
 
-def replay_spooled(db, record: dict, now: datetime) -> None:
+def replay_spooled(db, record: dict, now: datetime, *, spool=None) -> None:
     """Processes one spooled inbound message; its replies go out through the outbox at once
-    (its webhook answered with the holding text long ago). A record seen before does nothing."""
-    db.run(handle_inbound_sms, to=record["to"], from_=record["from"], body=record.get("body"),
-           sid=record["sid"], now=now, opt_out_type=record.get("opt_out_type"),
-           replies_via_outbox=True)
+    (its webhook answered with the holding text long ago). A record seen before does nothing.
+    `spool`: the spool it came from, told what the text did to the sender's opt-out."""
+    result = db.run(handle_inbound_sms, to=record["to"], from_=record["from"],
+                    body=record.get("body"), sid=record["sid"], now=now,
+                    opt_out_type=record.get("opt_out_type"), replies_via_outbox=True)
+    if spool is not None:
+        remember_opt_out(spool, record, result)
+
+
+def remember_opt_out(spool, record: dict, result: InboundResult) -> None:
+    """Keeps the spool's list of opted-out senders (who get no holding reply while the
+    database is away) in step with what the database just said about this text's sender:
+    opted out, or opted back in with this text. `record`: the text as the spool keeps it."""
+    if result.duplicate or result.reason == "unknown_clinic":
+        return
+    word = keywords.classify(record.get("body") or "")
+    twilio_says = (record.get("opt_out_type") or "").upper()
+    patient = result.patient
+    if patient is None:  # a number no patient has: its STOP is remembered all the same
+        if word == "stop" or twilio_says == "STOP":
+            spool.remember_opt_out(record["to"], record["from"], True)
+        return
+    if patient.opted_out or word == "start" or twilio_says == "START":
+        spool.remember_opt_out(record["to"], record["from"], patient.opted_out)
 

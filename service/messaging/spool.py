@@ -33,7 +33,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,12 @@ class Spool:
                 tmp = self.opted_out_path.with_suffix(".tmp")
                 tmp.write_text("".join(k + "\n" for k in known - {key}), "utf-8")
                 os.replace(tmp, self.opted_out_path)
+
+    def remember_patient_opt_out(self, clinic_numbers: Iterable[str], phone: str,
+                                 opted_out: bool) -> None:
+        """remember_opt_out for a patient on every number of their clinic they could text."""
+        for number in clinic_numbers:
+            self.remember_opt_out(number, phone, opted_out)
 
     def opted_out(self, to: str, from_: str) -> bool:
         """Is this sender known to have opted out (so: no holding reply)?"""

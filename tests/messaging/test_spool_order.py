@@ -13,9 +13,10 @@ import redis
 from sqlalchemy.engine import make_url
 
 from service.conversations import inbound
-from service.store.models import CheckIn, Message, Outbox
+from service.store.models import CheckIn, Message, Outbox, Patient
 from tests.support.db import rows
 from tests.support.phones import WEBHOOK_CONFIG, Phone, twiml_messages
+from tests.web.dashboard.helpers import StaffClient, make_staff
 
 PATIENT = "+16175550152"
 OTHER_PATIENT = "+16175550153"
@@ -91,8 +92,11 @@ def prefix():
 
 
 def replay(app, db) -> int:
-    return app.extensions["spool"].replay(
-        lambda record: inbound.replay_spooled(db, record, datetime.now(UTC)))
+    """What tasks.replay_spool does: each spooled text replayed, the spool told what it did
+    to its sender's opt-out."""
+    spool = app.extensions["spool"]
+    return spool.replay(
+        lambda record: inbound.replay_spooled(db, record, datetime.now(UTC), spool=spool))
 
 
 def test_redis_unreachable_between_two_texts_keeps_their_order(
@@ -185,6 +189,70 @@ def test_no_holding_reply_to_an_opted_out_patient_during_an_outage(
     # Back in: the holding reply is theirs again.
     twiml_messages(Phone(up.test_client(), PATIENT, number).send("START"))
     assert twiml_messages(Phone(down.test_client(), PATIENT, number).send("hi")) == [holding]
+
+
+@pytest.mark.parametrize("redis_url", [None, SHARED_REDIS])
+def test_after_a_stop_sent_during_an_outage_the_next_texts_get_no_holding_reply_either(
+        make_app, make_clinic, db, dead_database_url, tmp_path, prefix, redis_url):
+    """CLINICAL.md §7: one confirmation at most, then silence until START. The STOP and what
+    follows it are all spooled: nothing but the replay's one confirmation reaches them."""
+    clinic = make_clinic()
+    number = clinic.numbers[0].phone_e164
+    common = {"SPOOL_DIR": str(tmp_path / "spool"), "REDIS_KEY_PREFIX": prefix,
+              "REDIS_URL": redis_url}
+    up = make_app(**common)
+    down = make_app(DATABASE_URL=dead_database_url, **common)
+    Phone(up.test_client(), PATIENT, number).send("PAIN")
+
+    texting = Phone(down.test_client(), PATIENT, number)
+    assert twiml_messages(texting.send("stop texting me")) == []
+    assert twiml_messages(texting.send("did that work?")) == []
+    assert twiml_messages(texting.send("hello??")) == []
+    db_found_away_long_ago(down)
+    assert replay(up, db) == 3
+    sent = [o.kind for o in rows(db, Outbox) if o.to_number == PATIENT]
+    assert sent.count("optout_confirm") == 1 and "reply" not in sent
+
+
+@pytest.mark.parametrize("redis_url", [None, SHARED_REDIS])
+def test_a_start_replayed_after_an_outage_gives_the_holding_reply_back(
+        make_app, make_clinic, db, dead_database_url, tmp_path, prefix, redis_url):
+    clinic = make_clinic()
+    number = clinic.numbers[0].phone_e164
+    common = {"SPOOL_DIR": str(tmp_path / "spool"), "REDIS_KEY_PREFIX": prefix,
+              "REDIS_URL": redis_url}
+    up = make_app(**common)
+    down = make_app(DATABASE_URL=dead_database_url, **common)
+    Phone(up.test_client(), PATIENT, number).send("PAIN")
+    Phone(up.test_client(), PATIENT, number).send("STOP")
+
+    # Opted back in while the database was away: the replay records it, and the spool hears.
+    assert twiml_messages(Phone(down.test_client(), PATIENT, number).send("START")) == []
+    db_found_away_long_ago(down)
+    assert replay(up, db) == 1
+    assert rows(db, Patient, Patient.phone_e164 == PATIENT)[0].opted_out is False
+    # The next outage: their texts are answered with the holding reply again.
+    assert twiml_messages(Phone(down.test_client(), PATIENT, number).send("hi")) == [
+        inbound.text_for_holding()]
+
+
+def test_a_patient_opted_out_by_staff_gets_no_holding_reply_during_an_outage(
+        make_app, make_clinic, db, dead_database_url, tmp_path, prefix):
+    clinic = make_clinic(numbers=["+16175550160", "+16175550161"])
+    common = {"SPOOL_DIR": str(tmp_path / "spool"), "REDIS_KEY_PREFIX": prefix,
+              "REDIS_URL": SHARED_REDIS}
+    up = make_app(**common)
+    down = make_app(DATABASE_URL=dead_database_url, **common)
+    Phone(up.test_client(), PATIENT, "+16175550160").send("PAIN")
+    patient = rows(db, Patient, Patient.phone_e164 == PATIENT)[0]
+    make_staff(db, clinic.id, "nurse@clinic.example.org")
+    web = StaffClient(up.test_client())
+    assert web.login("nurse@clinic.example.org").status_code == 302
+    # The patient asked the clinic by phone to stop.
+    assert web.post(f"/dashboard/patients/{patient.id}/opt-out").status_code == 302
+
+    for number in ("+16175550160", "+16175550161"):  # whichever of the clinic's numbers
+        assert twiml_messages(Phone(down.test_client(), PATIENT, number).send("hi")) == []
 
 
 def test_a_hanging_database_turns_into_the_spool_within_seconds(make_app, make_clinic, db,

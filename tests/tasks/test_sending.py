@@ -10,6 +10,7 @@ import pytest
 
 from service.conversations import consent
 from service.messaging import outbox
+from service.messaging.spool import Spool
 from service.store.models import Alert, Clinic, Message, Outbox, Patient
 from tests.support.db import one, rows
 from tests.support.phones import Phone
@@ -104,6 +105,8 @@ def test_21610_means_opted_out_no_retry_and_nothing_more_is_sent(worker, clock, 
     run_beat(worker.app)
     assert len(worker.api.posts()) == 1
     assert rows(db, Alert) == []  # an opt-out is the patient's choice, not a failure
+    # While the database is away, the webhook gives them no holding reply either.
+    assert Spool.from_config(worker.config).opted_out(clinic.numbers[0].phone_e164, PATIENT)
 
 
 def test_21211_flags_the_number_and_alerts_the_clinic(worker, clock, db, clinic, enrolled):

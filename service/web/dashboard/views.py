@@ -492,6 +492,8 @@ def opt_out(patient_id: int):
         # The patient asked us (by phone, in person) to stop: no confirmation text is sent.
         consent.opt_out(session, clinic, record, "", now)
         _record(session, "patient_opted_out", patient_id=record.id)
+        # While the database is away, their texts get no holding reply either.
+        consent.remember_opted_out(current_app.extensions["spool"], session, record.id)
         return "Marked as opted out: no more texts or calls; follow-ups cancelled."
 
     return _patient_action(patient_id, act)

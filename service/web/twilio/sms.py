@@ -127,7 +127,7 @@ def sms():
         log.error("database unavailable (%s): inbound %s spooled to %s", type(exc).__name__,
                   sid, where)
         return _holding(spool, record)
-    _remember_opt_out(spool, record, result)
+    inbound.remember_opt_out(spool, record, result)
     log.info("inbound sms %s from %s: %d repl%s%s", sid, mask_phone(from_), len(result.replies),
              "y" if len(result.replies) == 1 else "ies",
              f" ({result.reason})" if result.reason else "")
@@ -151,25 +151,13 @@ def _holding(spool: Spool, record: dict) -> Response:
     """The holding reply, except to an opt-out (the replay sends its one confirmation) and to a
     sender known to have opted out (CLINICAL.md §7: no reply; the database cannot say now)."""
     word = keywords.classify(record["body"] or "")
-    if word == "stop" or (record.get("opt_out_type") or "").upper() == "STOP" \
-            or spool.opted_out(record["to"], record["from"]):
+    if word == "stop" or (record.get("opt_out_type") or "").upper() == "STOP":
+        # Remembered now, not at the replay: the sender's next texts in this outage get no
+        # holding reply either (one confirmation, then silence).
+        spool.remember_opt_out(record["to"], record["from"], True)
+        return twiml([])
+    if spool.opted_out(record["to"], record["from"]):
         return twiml([])
     return twiml([inbound.text_for_holding()])
-
-
-def _remember_opt_out(spool: Spool, record: dict, result: inbound.InboundResult) -> None:
-    """Keeps the spool's list of opted-out senders in step with what the database just said:
-    a sender who is opted out, or who opted back in with this text."""
-    if result.duplicate or result.reason == "unknown_clinic":
-        return
-    word = keywords.classify(record["body"] or "")
-    twilio_says = (record.get("opt_out_type") or "").upper()
-    patient = result.patient
-    if patient is None:  # a number no patient has: its STOP is remembered all the same
-        if word == "stop" or twilio_says == "STOP":
-            spool.remember_opt_out(record["to"], record["from"], True)
-        return
-    if patient.opted_out or word == "start" or twilio_says == "START":
-        spool.remember_opt_out(record["to"], record["from"], patient.opted_out)
 
 
