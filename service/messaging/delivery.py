@@ -21,6 +21,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from service.messaging import outbox
 from service.records.alerts import raise_alert
 from service.store.models import Alert, Clinic, Message, Outbox, Patient
 
@@ -69,7 +70,9 @@ def record_status(session: Session, *, sid: str, status: str, error_code: int | 
         if row is None and to:
             row = session.execute(
                 sa.select(Outbox).where(Outbox.to_number == to, Outbox.twilio_sid.is_(None),
-                                        Outbox.status.in_(("sending", "unknown")))
+                                        Outbox.status.in_(("sending", "unknown")),
+                                        # Not on its way now (a reply may have passed it).
+                                        sa.not_(outbox.waiting_for_morning(now)))
                 .order_by(Outbox.id).limit(1).with_for_update()).scalars().first()
             if row is not None:
                 row.twilio_sid = sid

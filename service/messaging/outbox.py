@@ -297,18 +297,26 @@ def _pace(pacer: Pacer, lane: str | None, *, held: bool) -> float | None:
 def _earlier_unsent(session: Session, row: Outbox, now: datetime) -> bool:
     """Is an older text to the same number still on its way (due, sending, or retrying)?
 
-    A text that goes at any hour (a reply) is not held back by a retried scheduled one that
-    waits for the end of quiet hours: the patient's answer goes at once (CLINICAL.md §7). A
-    retry's own wait is at most RETRY_CAP; a longer one is quiet hours'."""
-    waiting = sa.and_(Outbox.status == "pending",
-                      sa.or_(Outbox.not_before <= now, Outbox.attempts > 0))
+    A text that goes at any hour (a reply) is not held back by a scheduled one that waits for
+    the end of quiet hours (waiting_for_morning): the patient's answer goes at once
+    (CLINICAL.md §7)."""
+    on_its_way = sa.or_(Outbox.status.in_(IN_FLIGHT),
+                        sa.and_(Outbox.status == "pending",
+                                sa.or_(Outbox.not_before <= now, Outbox.attempts > 0)))
     if row.quiet_tz is None:
-        waiting = sa.and_(waiting, sa.or_(Outbox.quiet_tz.is_(None),
-                                          Outbox.not_before <= now + RETRY_CAP))
+        on_its_way = sa.and_(on_its_way, sa.not_(waiting_for_morning(now)))
     return session.execute(sa.select(Outbox.id).where(
-        Outbox.to_number == row.to_number, Outbox.id < row.id,
-        sa.or_(Outbox.status.in_(IN_FLIGHT), waiting),
+        Outbox.to_number == row.to_number, Outbox.id < row.id, on_its_way,
     ).limit(1)).first() is not None
+
+
+def waiting_for_morning(now: datetime, rows=Outbox):
+    """A scheduled text that waits for the end of quiet hours (_wait_for_allowed_hours):
+    pending until then, or, when its send may have reached Twilio, claimed until then. A
+    retry's or a lease's own wait is at most RETRY_CAP; a longer one is quiet hours'."""
+    return sa.and_(rows.quiet_tz.is_not(None), sa.or_(
+        sa.and_(rows.status == "pending", rows.not_before > now + RETRY_CAP),
+        sa.and_(rows.status.in_(IN_FLIGHT), rows.claimed_until > now + RETRY_CAP)))
 
 
 def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: FailedForGood,

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from service.conversations import consent
-from service.messaging import outbox
+from service.messaging import delivery, outbox
 from service.messaging.ratelimit import RateLimiter
 from service.messaging.senders import TwilioSender
 from service.store.models import Clinic, Outbox, Patient
@@ -168,3 +168,45 @@ def test_a_texts_retry_still_keeps_a_later_reply_behind_it_by_day(db, make_clini
     later = row(db, consent_text).not_before
     assert send_one(db, consent_text, sender, later).status == "sent"
     assert send_one(db, reply, sender, later).status == "sent"
+
+
+def park_for_the_night(db, make_clinic, fake, sender, phone: str) -> int:
+    """A scheduled text whose send timed out at 20:55, found again at 21:05: it keeps its
+    `unknown` state until 08:00 (to be looked up then)."""
+    (consent_text,) = enroll(db, make_clinic, phone)
+    fake.timeout(before_send=True)
+    assert send_one(db, consent_text, sender, EVENING).status == "unknown"
+    assert send_one(db, consent_text, sender, NIGHT).status == "skipped"
+    return consent_text
+
+
+def test_an_opt_out_confirmation_at_night_passes_a_text_parked_until_08_00(db, make_clinic,
+                                                                           fake, sender):
+    parked = park_for_the_night(db, make_clinic, fake, sender, "+16175550188")
+    with db.transaction() as session:  # the patient's STOP, replayed from the spool at night
+        patient = session.query(Patient).filter_by(phone_e164="+16175550188").one()
+        clinic = session.get(Clinic, patient.clinic_id)
+        (confirm,) = consent.opt_out(session, clinic, patient, "STOP", NIGHT)
+        reply = outbox.enqueue(session, clinic=clinic, patient=patient, body=confirm,
+                               kind="optout_confirm", now=NIGHT, quiet=False).id
+    assert send_one(db, reply, sender, NIGHT + timedelta(minutes=10)).status == "sent"
+    assert fake.sent_bodies(to="+16175550188") == [confirm]
+    assert row(db, parked).status == "unknown"
+
+
+def test_an_early_status_callback_of_that_reply_is_not_taken_for_the_parked_text(
+        db, make_clinic, fake, sender):
+    parked = park_for_the_night(db, make_clinic, fake, sender, "+16175550189")
+    with db.transaction() as session:
+        patient = session.query(Patient).filter_by(phone_e164="+16175550189").one()
+        reply = outbox.enqueue(session, clinic=session.get(Clinic, patient.clinic_id),
+                               patient=patient, body="A reply", kind="reply", now=NIGHT,
+                               quiet=False)
+        reply.status, reply.claimed_until = "sending", NIGHT + outbox.LEASE  # on the wire
+        reply_id = reply.id
+    # Twilio calls back before the sender has recorded the reply's SID.
+    with db.transaction() as session:
+        assert delivery.record_status(session, sid="SM" + "e" * 32, status="sent",
+                                      error_code=None, now=NIGHT, to="+16175550189")
+    assert row(db, reply_id).twilio_sid == "SM" + "e" * 32
+    assert row(db, parked).twilio_sid is None
