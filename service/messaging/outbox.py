@@ -341,6 +341,10 @@ def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: Fa
         from_, lane = _lane(row, sender)
         resend = row.check_first
         since = row.created_at - timedelta(minutes=1)
+        # Before a resend: a status callback may have given the row its SID already (it was
+        # created); else Twilio's list is looked in, the texts recorded already left out.
+        known = row.twilio_sid if resend else None
+        taken = _sids_recorded(session, to, since) if resend and not known else set()
     wait = _pace(pacer, lane, held=held is not None) if pacer is not None else 0.0
     if wait:
         return SendOutcome("held", _hold(db, outbox_id, now, wait, look_up=resend),
@@ -353,7 +357,8 @@ def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: Fa
             row.attempts -= 1
         return SendOutcome("throttled")
     try:
-        sid = sender.find_sent(to=to, from_=from_, body=body, since=since) if resend else None
+        sid = known or (sender.find_sent(to=to, from_=from_, body=body, since=since, taken=taken)
+                        if resend else None)
         result_sid, status = (sid, "sent") if sid else _send(sender, to, from_, body,
                                                              status_callback)
     except SendError as exc:
@@ -372,6 +377,14 @@ def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: Fa
                                 twilio_sid=result_sid, status=status, created_at=now))
     log.info("outbox %s sent via %s as %s", outbox_id, sender.name, result_sid)
     return SendOutcome("sent", result_sid)
+
+
+def _sids_recorded(session: Session, to: str, since: datetime) -> set[str]:
+    """The SIDs of the texts to `to` recorded since `since`: the same words sent before (a
+    question asked again) are not the text a look-up before a resend is for."""
+    return set(session.scalars(sa.select(Message.twilio_sid).where(
+        Message.to_number == to, Message.direction == "out", Message.created_at >= since,
+        Message.twilio_sid.is_not(None))))
 
 
 def _send(sender: Sender, to, from_, body, status_callback) -> tuple[str, str]:

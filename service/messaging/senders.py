@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 OPTED_OUT = 21610  # the recipient replied STOP
 INVALID_NUMBERS = {21211, 21614}  # not a valid number / not a mobile number
 TRANSIENT_HTTP = {429, 500, 502, 503, 504}
+# A gateway's answer (a proxy on the way, or Twilio's edge in front of its API) does not say
+# whether the API behind it created the message: looked up before any resend.
+GATEWAY_HTTP = {502, 504}
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,11 @@ class Sender(Protocol):
     def send(self, *, to: str, from_: str | None, body: str,
              status_callback: str | None) -> SendResult: ...
 
-    def find_sent(self, *, to: str, from_: str | None, body: str,
-                  since: datetime) -> str | None:
-        """The SID of a message already sent with this body since `since`, if any."""
+    def find_sent(self, *, to: str, from_: str | None, body: str, since: datetime,
+                  taken: Collection[str] = ()) -> str | None:
+        """The SID of a message already sent with this body since `since`, if any, other than
+        those in `taken` (the SIDs of texts already recorded: the same words sent before,
+        such as a question asked again, are not this one)."""
 
 
 @contextmanager
@@ -57,7 +63,8 @@ def twilio_errors():
         yield
     except TwilioRestException as exc:
         raise SendError(f"twilio {exc.status} code={exc.code}", code=exc.code,
-                        http_status=exc.status, transient=exc.status in TRANSIENT_HTTP) from None
+                        http_status=exc.status, transient=exc.status in TRANSIENT_HTTP,
+                        unknown=exc.status in GATEWAY_HTTP) from None
     except TwilioException as exc:  # the request may have reached Twilio: look before resending
         raise SendError(f"twilio request failed: {type(exc).__name__}", transient=True,
                         unknown=True) from None
@@ -84,7 +91,7 @@ class DryRunSender:
         log.info("dry-run send %s (%d chars) %s", sid, len(body), self.status)
         return SendResult(sid, self.status)
 
-    def find_sent(self, *, to, from_, body, since) -> str | None:
+    def find_sent(self, *, to, from_, body, since, taken=()) -> str | None:
         return None  # a dry-run send is recorded in the same transaction as its result
 
 
@@ -119,16 +126,21 @@ class TwilioSender:
             msg = self.client.messages.create(**kwargs)
         return SendResult(msg.sid, msg.status or "queued")
 
-    def find_sent(self, *, to, from_, body, since) -> str | None:
+    def find_sent(self, *, to, from_, body, since, taken=()) -> str | None:
         from twilio.base.exceptions import TwilioException
 
+        # By creation time, not DateSent: a message still in Twilio's queue (a Messaging
+        # Service's, or a number's at its throughput) has no date_sent yet, and the list's
+        # DateSent filter would leave out the very message looked for. One patient gets few
+        # texts: their 50 newest cover the window.
         try:
-            found = self.client.messages.list(to=to, date_sent_after=since, limit=50)
+            found = self.client.messages.list(to=to, limit=50)
         except (TwilioException, OSError) as exc:
             raise SendError(f"could not list messages: {type(exc).__name__}", transient=True,
                             unknown=True) from None
         for msg in found:
-            if msg.body == body and (not from_ or msg.from_ == from_):
+            if msg.body == body and (not from_ or msg.from_ == from_) and msg.sid not in taken \
+                    and msg.date_created is not None and msg.date_created >= since:
                 return msg.sid
         return None
 

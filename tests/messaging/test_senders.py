@@ -112,7 +112,8 @@ def test_find_sent_looks_in_twilios_list_for_that_number_since_then(fake, sender
     (request,) = fake.requests()
     assert (request["method"], request["url"]) == ("GET", MESSAGES_URL)
     assert request["query"]["To"] == PATIENT
-    assert request["query"]["DateSent>"] == "2025-03-03T14:59:00Z"
+    # Not filtered by DateSent (a message still queued has none): by creation time, here.
+    assert "DateSent>" not in request["query"]
     assert sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Old text", since=since) is None
     assert sender.find_sent(to=PATIENT, from_=CLINIC_NUMBER, body="Other", since=since) is None
 
@@ -250,6 +251,74 @@ def test_an_unknown_result_is_looked_up_before_any_resend(db, queued, fake, send
     assert (row.status, row.twilio_sid) == ("sent", fake.messages()[0]["sid"])
     (message,) = sent_messages(db)
     assert message.twilio_sid == fake.messages()[0]["sid"]
+
+
+def test_the_look_up_before_a_resend_does_not_take_the_same_words_sent_before(
+        db, queued, fake, sender):
+    """A question asked again in the same words (CLINICAL.md §6) whose send never reached
+    Twilio: the look-up finds the first asking, which is recorded already, and is not fooled."""
+    assert send_one(db, queued.id, sender, NOW).status == "sent"
+    again = NOW + timedelta(seconds=30)
+    with db.transaction() as session:
+        patient = session.get(Patient, queued.patient_id)
+        reask = outbox.enqueue(session, clinic=session.get(Clinic, patient.clinic_id),
+                               patient=patient, body=queued.body, kind="reply", now=again,
+                               quiet=False).id
+    fake.timeout(before_send=True)
+    assert send_one(db, reask, sender, again).status == "unknown"
+
+    assert send_one(db, reask, sender, again + outbox.LEASE + timedelta(seconds=1)).status \
+        == "sent"
+    assert fake.sent_bodies(to=PATIENT) == [queued.body, queued.body]  # asked twice
+    assert the_row(db, reask).twilio_sid not in (None, the_row(db, queued.id).twilio_sid)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_is_looked_up_before_the_text_goes_again(db, queued, fake, sender,
+                                                                 status):
+    """A gateway's 502/504 does not say whether the API behind it created the message."""
+    fake.fail(status, gateway=True)
+    outcome = send_one(db, queued.id, sender, NOW)
+    assert (outcome.status, the_row(db, queued.id).status) == ("unknown", "unknown")
+
+    assert send_one(db, queued.id, sender, NOW + outbox.LEASE + timedelta(seconds=1)).status \
+        == "sent"
+    assert [r["method"] for r in fake.requests()] == ["POST", "GET", "POST"]
+
+
+def test_a_timed_out_text_still_in_twilios_queue_is_found_not_sent_twice(db, queued, fake,
+                                                                          sender):
+    """Twilio created it but has not sent it yet (a Messaging Service or a busy number queues
+    it): it has no date_sent, and the look-up finds it all the same."""
+    fake.keep_queued()
+    fake.timeout(before_send=False)
+    assert send_one(db, queued.id, sender, NOW).status == "unknown"
+    (created,) = fake.messages()
+    assert created["date_sent"] is None
+
+    assert send_one(db, queued.id, sender, NOW + outbox.LEASE + timedelta(seconds=1)).status \
+        == "sent"
+    assert [r["method"] for r in fake.requests()] == ["POST", "GET"]
+    assert len(fake.messages()) == 1  # the patient gets it once
+    assert the_row(db, queued.id).twilio_sid == created["sid"]
+
+
+def test_a_text_whose_status_callback_came_during_the_time_out_is_not_sent_again(
+        db, queued, fake, sender):
+    from service.messaging import delivery
+
+    fake.timeout(before_send=False)  # created at Twilio; the answer never came
+    assert send_one(db, queued.id, sender, NOW).status == "unknown"
+    (created,) = fake.messages()
+    with db.transaction() as session:  # its callback, matched to the row by recipient
+        assert delivery.record_status(session, sid=created["sid"], status="sent",
+                                      error_code=None, now=NOW, to=PATIENT)
+
+    assert send_one(db, queued.id, sender, NOW + outbox.LEASE + timedelta(seconds=1)).status \
+        == "sent"
+    assert [r["method"] for r in fake.requests()] == ["POST"]  # no look-up, no second send
+    assert the_row(db, queued.id).twilio_sid == created["sid"]
+    assert [m.twilio_sid for m in sent_messages(db)] == [created["sid"]]
 
 
 def test_rows_of_an_opted_out_patient_are_cancelled_not_sent(db, queued, fake, sender):

@@ -249,6 +249,17 @@ def test_the_message_list_filters_by_to_and_date_and_pages(fake, reach):
     assert "DateSent>" in fake.requests()[-1]["query"]
 
 
+def test_a_queued_message_has_no_date_sent_and_a_date_sent_filter_leaves_it_out(fake, reach):
+    s = sender(fake, reach)
+    fake.keep_queued()
+    s.send(to=PATIENT, from_=None, body="waiting", status_callback=None)
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    assert s.client.messages.list(to=PATIENT, date_sent_after=past) == []
+    (listed,) = s.client.messages.list(to=PATIENT)
+    assert listed.date_sent is None and listed.date_created >= past
+    assert s.find_sent(to=PATIENT, from_=CLINIC, body="waiting", since=past) == listed.sid
+
+
 def test_faults_can_apply_to_the_list_only(fake, reach):
     s = sender(fake, reach)
     s.send(to=PATIENT, from_=None, body="hi", status_callback=None)

@@ -139,6 +139,7 @@ class _State:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     callbacks_on: bool = True
+    queued: bool = False  # messages wait in Twilio's queue: no date_sent yet
 
 
 class FakeTwilio:
@@ -200,6 +201,13 @@ class FakeTwilio:
         """Forgets everything: requests, messages, calls, callbacks, faults."""
         with self._lock:
             self._state = _State()
+
+    def keep_queued(self, on: bool = True) -> None:
+        """Messages created from now on stay in Twilio's queue (a Messaging Service or a
+        number's throughput queue): their `date_sent` is empty, so a `DateSent` filter of the
+        list leaves them out, as Twilio's does."""
+        with self._lock:
+            self._state.queued = on
 
     def set_callbacks(self, on: bool) -> None:
         with self._lock:
@@ -390,7 +398,10 @@ class FakeTwilio:
         message = self._message_resource(form, when=now,
                                          status="accepted" if service_only else "queued")
         with self._lock:
-            self._state.messages.append({**message, "_sent_at": now.timestamp()})
+            if self._state.queued:
+                message["date_sent"] = None
+            self._state.messages.append(
+                {**message, "_sent_at": None if self._state.queued else now.timestamp()})
         if form.get("StatusCallback"):
             self._send_callbacks("message", form["StatusCallback"], message)
         return message
@@ -729,14 +740,15 @@ def _listed(resource: dict[str, Any], query: dict[str, str]) -> bool:
         return False
     if query.get("From") and resource["from"] != query["From"]:
         return False
-    sent = datetime.fromtimestamp(resource["_sent_at"], UTC)
+    sent = (None if resource.get("_sent_at") is None
+            else datetime.fromtimestamp(resource["_sent_at"], UTC))
     # The client sends `DateSent>=2026-01-01T00:00:00Z` as the parameter "DateSent>".
     for key, keep in (("DateSent>", lambda when: sent >= when),
                       ("DateSent<", lambda when: sent < when + timedelta(seconds=1)),
                       ("DateSent", lambda when: sent.date() == when.date())):
         value = query.get(key)
-        if value and not keep(_when(value.lstrip("="))):
-            return False
+        if value and (sent is None or not keep(_when(value.lstrip("=")))):
+            return False  # a message still queued has no date_sent to match
     return True
 
 
