@@ -276,6 +276,11 @@ def _inbound(session, clinic, patient, sms: _Text) -> InboundResult:
         _record_in(patient, sms, None)
         return InboundResult(checkins.start(session, clinic, patient, "intake", sms.now, reply=True),
                              patient=patient)
+    if patient.number_invalid:
+        # Twilio refused texts to this number once; the patient just texted from it, so it
+        # takes texts: their follow-ups and queued texts are no longer held back.
+        patient.number_invalid = False
+        log.info("patient %s texted in: the number refused before takes texts", patient.id)
     checkin = active_checkin(session, patient.id)
     _record_in(patient, sms, checkin)
     result = _from_patient(session, clinic, patient, checkin, sms.text, word, sms.now,

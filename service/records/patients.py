@@ -109,15 +109,22 @@ def pause_followups(session: Session, patient: Patient, *, actor_type: str,
 def resume_followups(session: Session, patient: Patient, *, actor_type: str,
                      actor_id: str | int, now: datetime) -> int:
     """Puts paused follow-ups back on the schedule; one whose day has passed goes out at the
-    next allowed hour. Refused for a patient who opted out."""
+    next allowed hour. Refused for a patient who opted out.
+
+    Follow-ups paused because Twilio refused the number (`number_invalid`, with its alert
+    asking staff to check it) are resumed by the same act: whoever resumes them has checked
+    the number, and texts to it are tried again (another refusal pauses them again)."""
     if patient.opted_out:
         raise PatientStateError("the patient has opted out of messages")
+    number_checked = patient.number_invalid
+    patient.number_invalid = False
     count = session.execute(
         sa.update(FollowUp).where(FollowUp.patient_id == patient.id, FollowUp.status == "paused")
         .values(status="scheduled", claimed_until=None)).rowcount
+    detail = {"count": count, **({"number_checked": True} if number_checked else {})}
     audit.record(session, clinic_id=patient.clinic_id, patient_id=patient.id,
                  action="followups_resumed", actor_type=actor_type, actor_id=actor_id,
-                 detail={"count": count}, now=now)
+                 detail=detail, now=now)
     return count
 
 

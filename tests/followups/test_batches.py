@@ -200,3 +200,26 @@ def test_starting_a_batch_again_starts_nothing_twice(db, clinic):
     assert first == dict.fromkeys(ids, "started") and again == dict.fromkeys(ids, "skipped")
     with db.transaction() as session:
         assert session.execute(sa.select(sa.func.count(CheckIn.id))).scalar() == 5
+
+
+def test_follow_ups_paused_for_a_refused_number_start_once_staff_resume_them(db, clinic):
+    from service.records import patients as patient_records
+
+    with db.transaction() as session:
+        (followup,) = add_patient(session, clinic, 60, number_invalid=True)
+    with db.transaction() as session:
+        started = followups.start_claimed_batch(session, followups.claim_due(session, NOW), NOW)
+    assert started == {followup: "paused"}
+
+    # The alert asked staff to check the number; they did, and press Resume.
+    with db.transaction() as session:
+        patient = session.get(FollowUp, followup).patient
+        assert patient_records.resume_followups(session, patient, actor_type="staff",
+                                                actor_id=1, now=NOW) == 1
+    later = NOW + timedelta(minutes=1)
+    with db.transaction() as session:
+        started = followups.start_claimed_batch(session, followups.claim_due(session, later),
+                                                later)
+    assert started == {followup: "started"}
+    with db.transaction() as session:
+        assert session.get(FollowUp, followup).patient.number_invalid is False

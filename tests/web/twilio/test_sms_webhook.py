@@ -1247,6 +1247,10 @@ def test_a_twiml_reply_refused_for_the_number_is_handled_as_a_send_would_be(
         assert patient.number_invalid
         (alert,) = rows(db, Alert)
         assert alert.kind == "invalid_number"
+        # The patient then texts from that number: it takes texts, nothing is held back.
+        assert phone.text("no") != []
+        (patient,) = rows(db, Patient)
+        assert patient.number_invalid is False
 
 
 def test_a_reply_status_with_an_unknown_key_changes_nothing(client, clinic_number, db):
