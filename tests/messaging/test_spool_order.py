@@ -91,6 +91,14 @@ def prefix():
     client.close()
 
 
+def up_and_down(make_app, dead_database_url, tmp_path, prefix, redis_url):
+    """One deployment's web app twice, sharing its spool: with its database, and while the
+    database is away."""
+    common = {"SPOOL_DIR": str(tmp_path / "spool"), "REDIS_KEY_PREFIX": prefix,
+              "REDIS_URL": redis_url}
+    return make_app(**common), make_app(DATABASE_URL=dead_database_url, **common)
+
+
 def replay(app, db) -> int:
     """What tasks.replay_spool does: each spooled text replayed, the spool told what it did
     to its sender's opt-out."""
@@ -167,10 +175,7 @@ def test_no_holding_reply_to_an_opted_out_patient_during_an_outage(
         make_app, make_clinic, db, dead_database_url, tmp_path, prefix, redis_url):
     clinic = make_clinic()
     number = clinic.numbers[0].phone_e164
-    common = {"SPOOL_DIR": str(tmp_path / "spool"), "REDIS_KEY_PREFIX": prefix,
-              "REDIS_URL": redis_url}
-    up = make_app(**common)
-    down = make_app(DATABASE_URL=dead_database_url, **common)
+    up, down = up_and_down(make_app, dead_database_url, tmp_path, prefix, redis_url)
     holding = inbound.text_for_holding()
     Phone(up.test_client(), PATIENT, number).send("PAIN")
     assert twiml_messages(Phone(up.test_client(), PATIENT, number).send("STOP")) != []
@@ -198,10 +203,7 @@ def test_after_a_stop_sent_during_an_outage_the_next_texts_get_no_holding_reply_
     follows it are all spooled: nothing but the replay's one confirmation reaches them."""
     clinic = make_clinic()
     number = clinic.numbers[0].phone_e164
-    common = {"SPOOL_DIR": str(tmp_path / "spool"), "REDIS_KEY_PREFIX": prefix,
-              "REDIS_URL": redis_url}
-    up = make_app(**common)
-    down = make_app(DATABASE_URL=dead_database_url, **common)
+    up, down = up_and_down(make_app, dead_database_url, tmp_path, prefix, redis_url)
     Phone(up.test_client(), PATIENT, number).send("PAIN")
 
     texting = Phone(down.test_client(), PATIENT, number)
@@ -219,10 +221,7 @@ def test_a_start_replayed_after_an_outage_gives_the_holding_reply_back(
         make_app, make_clinic, db, dead_database_url, tmp_path, prefix, redis_url):
     clinic = make_clinic()
     number = clinic.numbers[0].phone_e164
-    common = {"SPOOL_DIR": str(tmp_path / "spool"), "REDIS_KEY_PREFIX": prefix,
-              "REDIS_URL": redis_url}
-    up = make_app(**common)
-    down = make_app(DATABASE_URL=dead_database_url, **common)
+    up, down = up_and_down(make_app, dead_database_url, tmp_path, prefix, redis_url)
     Phone(up.test_client(), PATIENT, number).send("PAIN")
     Phone(up.test_client(), PATIENT, number).send("STOP")
 
@@ -239,10 +238,7 @@ def test_a_start_replayed_after_an_outage_gives_the_holding_reply_back(
 def test_a_patient_opted_out_by_staff_gets_no_holding_reply_during_an_outage(
         make_app, make_clinic, db, dead_database_url, tmp_path, prefix):
     clinic = make_clinic(numbers=["+16175550160", "+16175550161"])
-    common = {"SPOOL_DIR": str(tmp_path / "spool"), "REDIS_KEY_PREFIX": prefix,
-              "REDIS_URL": SHARED_REDIS}
-    up = make_app(**common)
-    down = make_app(DATABASE_URL=dead_database_url, **common)
+    up, down = up_and_down(make_app, dead_database_url, tmp_path, prefix, SHARED_REDIS)
     Phone(up.test_client(), PATIENT, "+16175550160").send("PAIN")
     patient = rows(db, Patient, Patient.phone_e164 == PATIENT)[0]
     make_staff(db, clinic.id, "nurse@clinic.example.org")
