@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 
 from flows.loader import messages
 from service import clock, taskqueue
+from service.conversations import consent
 from service.store import get_db
+from service.store.models import Call
 from service.store.queries import DB_UNAVAILABLE
 from service.voice import calls, ivr, replies
 from service.web.twilio import params
@@ -170,7 +173,22 @@ def follow_on(step: str):
     except DB_UNAVAILABLE as exc:
         log.error("database unavailable (%s) for call %s", type(exc).__name__, sid)
         return _unavailable()
+    if reply.hangup:
+        _remember_opt_out(sid)
     return _twiml(reply)
+
+
+def _remember_opt_out(call_sid: str) -> None:
+    """A call that ends may have been "stop calling me": while the database is away, that
+    caller's texts get no holding reply either (the spool's list, as for a texted STOP)."""
+    try:
+        with get_db().transaction() as session:
+            patient_id = session.scalar(sa.select(Call.patient_id)
+                                        .where(Call.call_sid == call_sid))
+            consent.remember_opted_out(current_app.extensions["spool"], session, patient_id)
+    except DB_UNAVAILABLE as exc:  # the call was answered; the next text will tell the spool
+        log.warning("opt-out of call %s not passed to the spool (%s)", call_sid,
+                    type(exc).__name__)
 
 
 def call_status() -> Response:

@@ -444,7 +444,7 @@ def test_silence_after_the_advice_says_goodbye(phone):
     assert twiml.verbs == ["Say", "Hangup"] and twiml.texts == ["Thank you. Goodbye."]
 
 
-def test_saying_stop_ends_calls_and_texts(phone, db):
+def test_saying_stop_ends_calls_and_texts(phone, db, app):
     phone.dial()
     phone.press("1")
 
@@ -455,6 +455,8 @@ def test_saying_stop_ends_calls_and_texts(phone, db):
     patient = _rows(db, Patient)[0]
     assert patient.opted_out and not patient.calls_allowed
     assert _checkin(db).status == "cancelled"
+    # While the database is away, their texts get no holding reply either.
+    assert app.extensions["spool"].opted_out(phone.clinic_number, PATIENT)
 
 
 def test_a_check_in_begun_by_text_continues_on_a_call(phone, db, client):
