@@ -302,6 +302,20 @@ def staff_sign_out(email: str) -> None:
 
 
 @main.group()
+def spool() -> None:
+    """The inbound spool: texts kept while the database is away."""
+
+
+@spool.command("remember-opt-outs")
+def spool_remember_opt_outs() -> None:
+    """Tell the spool every patient who has opted out, so that none gets the holding reply
+    while the database is away (once, after upgrading from a version before 2026-12-03)."""
+    with get_db().transaction() as session:
+        count = consent.remember_all_opted_out(current_app.extensions["spool"], session)
+    click.echo(f"{count} opted-out patient(s) known to the spool")
+
+
+@main.group()
 def demo() -> None:
     """A demo clinic for a first try (development only)."""
 

@@ -140,6 +140,19 @@ def remember_opted_out(spool, session: Session, patient_id: int | None) -> None:
     spool.remember_patient_opt_out(numbers, patient.phone_e164, True)
 
 
+def remember_all_opted_out(spool, session: Session) -> int:
+    """remember_opted_out for every patient who has opted out (`triage spool
+    remember-opt-outs`, once after an upgrade from a version whose spool did not hear of every
+    opt-out); how many patients."""
+    rows = session.execute(
+        sa.select(Patient.phone_e164, ClinicNumber.phone_e164)
+        .join(ClinicNumber, ClinicNumber.clinic_id == Patient.clinic_id)
+        .where(Patient.opted_out.is_(True), Patient.erased_at.is_(None))).all()
+    for phone, number in rows:
+        spool.remember_opt_out(number, phone, True)
+    return len({phone for phone, _ in rows})
+
+
 def _number_refused(session: Session, clinic: Clinic, patient: Patient, code: int | None,
                     now: datetime) -> bool:
     if code == OPTED_OUT:
