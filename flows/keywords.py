@@ -285,7 +285,29 @@ def _plain_request(normalized: str) -> bool:
 
 
 def is_opt_out(text: str) -> bool:
-    """True when `text` asks to stop all messages (see the module docstring)."""
+    """True when `text` asks to stop all messages (see the module docstring): as a whole, or
+    in its last sentence ("who is this? STOP", "my pain won't end. Stop."), or an opt-out word
+    with a wrong number ("STOP you have the wrong number", "Stop, wrong number"). Consent may
+    be revoked in any reasonable manner (CLINICAL.md §7): a STOP given with its reason is
+    still a STOP. A first sentence "Stop." followed by more ("Stop. My back hurts more
+    today") stays an exclamation in another sense."""
+    if _opt_out_as_a_whole(text):
+        return True
+    if not isinstance(text, str):
+        return False
+    sentences = [part for part in _SENTENCE_BREAK.split(text) if part.strip()]
+    if len(sentences) > 1 and _opt_out_as_a_whole(sentences[-1]):
+        return True
+    return bool(_WRONG_NUMBER.search(_folded(text))) and mentions_opt_out_word(text)
+
+
+# Where one sentence of a text ends: "Stop, wrong number", "who is this? stop".
+_SENTENCE_BREAK = re.compile(r"[.,;:!?¡¿\n]+")
+_WRONG_NUMBER = re.compile(r"(?<!\w)(?:wrong (?:number|person)|numero equivocado|"
+                           r"no soy (?:yo|esa persona|ese paciente))(?!\w)")
+
+
+def _opt_out_as_a_whole(text: str) -> bool:
     words = _words(text)
     if not words:
         return False

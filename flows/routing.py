@@ -57,6 +57,12 @@ def route(said: Reading, *, opted_out: bool, consented: bool, in_conversation: b
     """The decision for one text `said` from an enrolled patient."""
     kind = said.kind
     if kind == reading.OPT_OUT:
+        # Staff still hear of a call asked for, or symptoms told, in the same text (§6: "after
+        # an opt-out: the alert, and no reply"; §7: so staff can call).
+        if said.callback:
+            return Route(OPT_OUT, **_CALLBACK)
+        if said.symptoms:
+            return Route(OPT_OUT, alert=PATIENT_MESSAGE, alert_level="soon")
         return Route(OPT_OUT)
     if opted_out:
         # Silence until START/UNSTOP, but HELP is answered (carrier rules), and a text that
@@ -73,6 +79,8 @@ def route(said: Reading, *, opted_out: bool, consented: bool, in_conversation: b
     if kind == reading.HELP:
         return Route(HELP)
     if not consented:
+        if kind in (reading.LANG_ES, reading.LANG_EN):
+            return Route(LANGUAGE)  # language words come before answers (§6), consent too
         if kind in _STARTS or said.yes_no is True:
             return Route(CONSENT)
         if said.callback:

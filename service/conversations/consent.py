@@ -55,11 +55,19 @@ def enroll_patient(session: Session, clinic: Clinic, *, phone: str, now: datetim
     return patient
 
 
+# Why an opt-out cancelled a follow-up that was paused: START brings it back paused.
+OPTED_OUT_WHILE_PAUSED = "opted_out_paused"
+
+
 def opt_out(session: Session, clinic: Clinic, patient: Patient, text: str, now: datetime,
             opt_out_type: str | None = None) -> list[str]:
     """Records the opt-out, cancels what was pending; returns at most one confirmation."""
     already = patient.opted_out
     patient.opted_out, patient.opted_out_at = True, patient.opted_out_at or now
+    # Paused ones (by staff, or for a number Twilio refused) stay paused when START restores.
+    session.execute(sa.update(FollowUp).where(FollowUp.patient_id == patient.id,
+                                              FollowUp.status == "paused")
+                    .values(status="cancelled", cancelled_reason=OPTED_OUT_WHILE_PAUSED))
     cancel_followups(session, patient.id, reason="opted_out")
     cancel_pending_outbox(session, patient.id)
     checkin = active_checkin(session, patient.id)
@@ -83,11 +91,14 @@ def opt_in(session: Session, clinic: Clinic, patient: Patient, text: str, now: d
     restored = session.execute(
         sa.select(FollowUp).join(Episode, Episode.id == FollowUp.episode_id).where(
             FollowUp.patient_id == patient.id, FollowUp.status == "cancelled",
-            FollowUp.cancelled_reason == "opted_out", Episode.status == "open")
+            FollowUp.cancelled_reason.in_(("opted_out", OPTED_OUT_WHILE_PAUSED)),
+            Episode.status == "open")
         .order_by(FollowUp.due_at)).scalars().all()
     for followup in restored:
-        followup.status, followup.cancelled_reason, followup.claimed_until = "scheduled", None, None
-        if followup.due_at < now:
+        paused = followup.cancelled_reason == OPTED_OUT_WHILE_PAUSED
+        followup.status = "paused" if paused else "scheduled"
+        followup.cancelled_reason, followup.claimed_until = None, None
+        if followup.due_at < now and not paused:
             followup.due_at = quiet_hours.next_allowed(now, tz)
     if restored:
         log.info("patient %s opted back in: %d follow-up(s) restored", patient.id, len(restored))

@@ -299,15 +299,18 @@ def _from_patient(session, clinic, patient, checkin, text, word, now, opt_out_ty
                                        checkin.state)
     said = reading.read(text, lang=lang, question_kind=node.parse if node else None,
                         clinic_start_keywords=clinic.start_keywords)
-    if word in ("stop", "start") and said.kind != word:
+    if (word == "stop" or (word == "start" and patient.opted_out)) and said.kind != word:
         # Twilio's own opt-out handling says what it did with this text (its keywords may go
         # beyond ours, e.g. YES as an opt-in word): the patient's choice is recorded here too.
+        # Its START for a patient who never opted out changes nothing: their "yes" is read as
+        # what it says (an answer, an acknowledgement), not as a new check-in.
         said = replace(said, kind=reading.OPT_OUT if word == "stop" else reading.START)
     route = routing.route(said, opted_out=patient.opted_out,
                           consented=patient.consent == "given",
                           in_conversation=checkin is not None)
     if checkin is None and route.answers and route.action not in (
-            routing.OPT_OUT, routing.OPT_IN, routing.HELP) and said.kind not in _ASKED_TO_START:
+            routing.OPT_OUT, routing.OPT_IN, routing.HELP, routing.CONSENT) \
+            and said.kind not in _ASKED_TO_START:
         held = _held_back(session, clinic, patient, text, now)
         if held:
             # Outside a question an auto-responder would get answers forever: the text is
@@ -321,9 +324,11 @@ def _from_patient(session, clinic, patient, checkin, text, word, now, opt_out_ty
                             episode=open_episode(session, patient.id))
             return InboundResult(reason=held)
     if (checkin is not None and route.action == routing.STEP and said.kind == reading.UNCLEAR
-            and _seen_within(session, patient, text, now, REPEAT_WINDOW, outside_only=False)):
-        # The same unclear text again (an auto-responder answering every question): asked
-        # once, not again and again; nothing is recorded.
+            and _seen_within(session, patient, text, now, REPEAT_WINDOW, outside_only=True)):
+        # The same text again as one that came outside a question within the hour (an
+        # auto-responder, whose first text started this check): not answered again, nothing
+        # recorded. Within a conversation an unclear reply is always asked again (CLINICAL.md
+        # §6); its three strikes per question bound a loop there.
         log.info("inbound text from patient %s not answered: repeated_text", patient.id)
         return InboundResult(reason="repeated_text")
     if route.alert is not None:

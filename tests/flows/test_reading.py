@@ -52,6 +52,9 @@ def read_as(text: str, kind: str | None, lang: str = "en") -> Reading:
 # ---- 1. opt-out wins over everything ---------------------------------------------------------
 
 OPT_OUTS = [
+    # with its reason, or after a question (review of 2026-12-03)
+    "STOP you have the wrong number", "Stop, wrong number", "who is this? stop",
+    "My pain won't end. Stop.", "para, número equivocado",
     # the brief's own list (CLINICAL.md §7)
     "NO STOP", "No. STOP", "I said STOP", "STOP ALREADY", "just stop", "stop it", "STOP!!",
     "stop texting me", "para", "Para por favor", "🛑", "no más", "no más mensajes",
