@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,35 @@ def now() -> datetime:
     if offset:
         return real + timedelta(days=float(offset))
     return real
+
+
+# What a person may ask for (a report's dates, a page's cursor): beyond these a day's bounds in
+# some time zone, or its instant in UTC, fall outside what Python's datetime can hold.
+EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(9998, 12, 31)
+
+
+def parse_day(text: str) -> date:
+    """A YYYY-MM-DD date from outside (a query, a form); ValueError if it is none or beyond
+    EARLIEST_DAY..LATEST_DAY."""
+    day = date.fromisoformat(text)
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise ValueError(f"dates from {EARLIEST_DAY} to {LATEST_DAY}")
+    return day
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO time with its UTC offset from outside (a cursor); ValueError if it has no offset
+    or lies beyond EARLIEST_DAY..LATEST_DAY."""
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError("a time needs its UTC offset")
+    try:
+        day = when.astimezone(UTC).date()
+    except OverflowError:
+        raise ValueError(f"times from {EARLIEST_DAY} to {LATEST_DAY}") from None
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise ValueError(f"times from {EARLIEST_DAY} to {LATEST_DAY}")
+    return when
 
 
 def is_moved() -> bool:

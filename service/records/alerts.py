@@ -140,6 +140,10 @@ def acknowledge_alert(session: Session, alert: Alert, *, actor_type: str, actor_
     if alert.status == "resolved":
         raise AlertStateError("the alert is already resolved")
     if alert.status == "acknowledged":
+        # Nothing changes, but whoever asked is shown the alert (the patient's words): a read.
+        audit.record(session, clinic_id=alert.clinic_id, patient_id=alert.patient_id,
+                     action="alert_acknowledged", actor_type=actor_type, actor_id=actor_id,
+                     detail={"alert_id": alert.id, "already": True}, now=now)
         return alert
     alert.status, alert.acknowledged_at = "acknowledged", now
     alert.acknowledged_by = f"{actor_type}:{actor_id}"

@@ -265,7 +265,7 @@ def checkins_bundle(session: Session, clinic: Clinic, start: date, end: date, ba
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": now.isoformat(timespec="seconds"),
-        "total": len(responses),
+        # No `total`: FHIR R4 allows it on searchset and history bundles only (bdl-1).
     }
     entries = [{"fullUrl": f"{base}/fhir/Questionnaire/{q['id']}", "resource": q}
                for q in questionnaires.values()] + responses

@@ -103,6 +103,9 @@ STAFF_ROLES = ("clinician", "admin")
 DEFAULT_START_KEYWORDS = ("PAIN", "BACK", "DOLOR")
 
 
+MAX_ID = 2_147_483_647  # ids are 32-bit integers on PostgreSQL (and kept so on SQLite)
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC."""
     return datetime.now(UTC)

@@ -358,7 +358,9 @@ def test_a_nurses_shift_by_keyboard_and_mouse(page, live):
         page.get_by_role("button", name="Download FHIR Bundle").click()
     bundle = json.loads(Path(download.value.path()).read_text())
     validate_fhir(bundle)
-    assert bundle["total"] == 4  # two intakes, two follow-ups (one begun by NEWS)
+    responses = [e for e in bundle["entry"]
+                 if e["resource"]["resourceType"] == "QuestionnaireResponse"]
+    assert len(responses) == 4  # two intakes, two follow-ups (one begun by NEWS)
 
     # Another clinic's patient does not exist for this clinic's staff.
     response = page.goto(f"/dashboard/patients/{live.app.config['CLINIC_B_PATIENT']}")

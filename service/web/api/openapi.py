@@ -12,7 +12,7 @@ LEVELS = ["emergency", "urgent", "soon", "self_care"]
 ALERT_LEVELS = ["emergency", "urgent", "soon", "info"]
 ALERT_STATUSES = ["open", "acknowledged", "resolved"]
 ALERT_KINDS = list(models.ALERT_KINDS)
-MAX_ID = 2_147_483_647  # ids are 32-bit integers on PostgreSQL
+MAX_ID = models.MAX_ID
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -279,15 +279,16 @@ _SCHEMAS: dict[str, Any] = {
     },
     "FhirBundle": {
         "type": "object",
-        "description": "A FHIR R4 Bundle (http://hl7.org/fhir/R4/bundle.html); `entry` is "
-                       "absent when nothing matched (FHIR forbids empty arrays).",
-        "required": ["resourceType", "type", "timestamp", "total"],
+        "description": "A FHIR R4 Bundle (http://hl7.org/fhir/R4/bundle.html) of type "
+                       "collection: the Questionnaires, then one QuestionnaireResponse per "
+                       "check-in; `entry` is absent when nothing matched (FHIR forbids empty "
+                       "arrays), and there is no `total` (R4 allows it on searchset and "
+                       "history bundles only).",
+        "required": ["resourceType", "type", "timestamp"],
         "properties": {
             "resourceType": {"const": "Bundle"},
             "type": {"const": "collection"},
             "timestamp": _TIME,
-            "total": {"type": "integer", "minimum": 0,
-                      "description": "How many QuestionnaireResponses."},
             "entry": {"type": "array", "minItems": 1, "items": {
                 "type": "object", "required": ["fullUrl", "resource"],
                 "properties": {"fullUrl": {"type": "string"},

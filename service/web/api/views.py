@@ -243,7 +243,7 @@ def list_alerts():
     after = _cursor(g.query.get("cursor"), ("rank", "created_at", "id"))
     if after is not None:
         try:
-            after = (int(after[0]), datetime.fromisoformat(after[1]), int(after[2]))
+            after = (int(after[0]), clock.parse_instant(after[1]), int(after[2]))
         except (TypeError, ValueError):
             raise ApiError(400, "bad_request", "the cursor is not one this API gave") from None
         if after[1].tzinfo is None:
@@ -273,7 +273,7 @@ def alert_history():
     before = _cursor(g.query.get("cursor"), ("resolved_at", "id"))
     if before is not None:
         try:
-            before = (datetime.fromisoformat(before[0]), int(before[1]))
+            before = (clock.parse_instant(before[0]), int(before[1]))
         except (TypeError, ValueError):
             raise ApiError(400, "bad_request", "the cursor is not one this API gave") from None
         if before[0].tzinfo is None:
@@ -298,8 +298,11 @@ def alert_history():
 def _date_range(clinic: Clinic, since: str | None,
                 until: str | None) -> tuple[datetime | None, datetime | None]:
     """Clinic-local dates (inclusive) as [since 00:00, the day after until 00:00)."""
-    start = date.fromisoformat(since) if since else None
-    end = date.fromisoformat(until) if until else None
+    try:
+        start = clock.parse_day(since) if since else None
+        end = clock.parse_day(until) if until else None
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
     if start and end and end < start:
         raise ApiError(400, "bad_request", "'until' is before 'since'")
     zone = zoneinfo.ZoneInfo(clinic.timezone)
@@ -313,7 +316,10 @@ def _date_range(clinic: Clinic, since: str | None,
 @bp.get("/fhir/checkins")
 def export_checkins():
     """The clinic's check-ins of a date range as one FHIR R4 Bundle."""
-    start, end = date.fromisoformat(g.query["start"]), date.fromisoformat(g.query["end"])
+    try:
+        start, end = clock.parse_day(g.query["start"]), clock.parse_day(g.query["end"])
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
     now = _now()
     base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
     with get_db().transaction() as session:
@@ -397,7 +403,9 @@ def _page(data: list[dict], next_key: tuple | None,
         cursor = _encode_cursor(keys, next_key)
     next_url = None
     if cursor is not None:
-        args = {k: v for k, v in request.args.items() if k != "cursor"}
+        # Only the parameters the endpoint takes: any other one would reach url_for as one
+        # of its own (endpoint, _method, _scheme ...).
+        args = {k: v for k, v in request.args.items() if k in g.query and k != "cursor"}
         next_url = url_for(request.endpoint, **args, cursor=cursor)
     return {"data": data, "next_cursor": cursor, "links": {"next": next_url}}
 

@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.routing import IntegerConverter
+
+from service.store.models import MAX_ID
+
+
+class _IdConverter(IntegerConverter):
+    """A row id: a positive integer that fits the ids' 32 bits."""
+
+    def __init__(self, url_map, *args, **kwargs) -> None:
+        super().__init__(url_map, min=1, max=MAX_ID)
 
 
 def init_app(app: Flask) -> None:
@@ -22,6 +32,9 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("DASHBOARD_POLL_SECONDS", 5)
+    # <id:...> in the dashboard's routes: an id no row can have (beyond 32 bits) is a 404,
+    # not a database error.
+    app.url_map.converters["id"] = _IdConverter
     if "csrf" not in app.extensions:
         CSRFProtect(app)
     init_login(app)

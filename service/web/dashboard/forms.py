@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 
+from service import clock
 from service.phones import normalize_phone
+from service.store.models import MAX_ID
 
 LANGUAGES = (("en", "English"), ("es", "Spanish"))
 MAX_NAME = 100
@@ -38,7 +40,7 @@ def parse_enroll(form: Mapping[str, str], *, today: date,
         phone = normalize_phone(form.get("phone", ""), region)
     except ValueError as exc:
         errors["phone"] = str(exc)
-    name = " ".join((form.get("name") or "").split()) or None
+    name = " ".join((form.get("name") or "").replace("\x00", "").split()) or None
     if name and len(name) > MAX_NAME:
         errors["name"] = f"at most {MAX_NAME} characters"
     born = None
@@ -67,8 +69,8 @@ def parse_enroll(form: Mapping[str, str], *, today: date,
 def parse_date_range(args: Mapping[str, str]) -> tuple[date | None, date | None, str | None]:
     """(start, end, error) from ?start=YYYY-MM-DD&end=YYYY-MM-DD."""
     try:
-        start = date.fromisoformat((args.get("start") or "").strip())
-        end = date.fromisoformat((args.get("end") or "").strip())
+        start = clock.parse_day((args.get("start") or "").strip())
+        end = clock.parse_day((args.get("end") or "").strip())
     except ValueError:
         return None, None, "give a start and an end date as YYYY-MM-DD"
     if end < start:
@@ -109,7 +111,7 @@ def parse_history(args: Mapping[str, str]) -> tuple[HistoryFilter, list[str]]:
         dates[key] = None
         if text:
             try:
-                dates[key] = date.fromisoformat(text)
+                dates[key] = clock.parse_day(text)
             except ValueError:
                 errors.append(f"{words}: use the form YYYY-MM-DD")
     if dates["start"] and dates["end"] and dates["end"] < dates["start"]:
@@ -119,17 +121,20 @@ def parse_history(args: Mapping[str, str]) -> tuple[HistoryFilter, list[str]]:
     if (args.get("patient") or "").strip():
         try:
             patient_id = int(args["patient"])
+            if not 0 < patient_id <= MAX_ID:
+                raise ValueError("no such id")
         except ValueError:
+            patient_id = None
             errors.append("the patient id is not a number")
     before = None
     if args.get("before_at") and args.get("before_id"):
         try:
-            before = (datetime.fromisoformat(args["before_at"]), int(args["before_id"]))
-            if before[0].tzinfo is None:
-                raise ValueError("naive time")
+            before = (clock.parse_instant(args["before_at"]), int(args["before_id"]))
+            if not 0 < before[1] <= MAX_ID:
+                raise ValueError("no such id")
         except ValueError:
             before = None
             errors.append("that page link is not one this dashboard made")
     return HistoryFilter(level=level, start=dates["start"], end=dates["end"],
-                         q=" ".join((args.get("q") or "").split())[:100],
+                         q=" ".join((args.get("q") or "").replace("\x00", "").split())[:100],
                          patient_id=patient_id, before=before), errors

@@ -32,7 +32,7 @@ from service.logs import mask_phone
 from service.records import alerts, audit, exports
 from service.records import patients as patient_records
 from service.store import get_db
-from service.store.models import CheckIn, Clinic, Patient
+from service.store.models import MAX_ID, CheckIn, Clinic, Patient
 from service.store.queries import active_checkin
 from service.web.dashboard import presenters, queries
 from service.web.dashboard.auth import StaffUser, admin_required, safe_next
@@ -282,7 +282,21 @@ def _alert_or_404(session, alert_id: int):
     return alert
 
 
-@bp.post("/alerts/<int:alert_id>/acknowledge")
+@bp.get("/alerts/<id:alert_id>")
+@login_required
+def alert(alert_id: int):
+    """An alert by its link (the on-call text's): the patient's page, at the alert (the read
+    is the patient page's, audited there)."""
+    with get_db().transaction() as session:
+        found = alerts.get_alert(session, _staff().clinic_id, alert_id)
+        if found is None:
+            abort(404)
+        patient_id = found.patient_id
+    return redirect(url_for("dashboard.patient", patient_id=patient_id,
+                            _anchor=f"alert-{alert_id}"))
+
+
+@bp.post("/alerts/<id:alert_id>/acknowledge")
 @login_required
 def acknowledge(alert_id: int):
     with get_db().transaction() as session:
@@ -297,19 +311,31 @@ def acknowledge(alert_id: int):
     return redirect(_back(url_for("dashboard.queue")))
 
 
-@bp.post("/alerts/<int:alert_id>/resolve")
+@bp.post("/alerts/<id:alert_id>/resolve")
 @login_required
 def resolve(alert_id: int):
     with get_db().transaction() as session:
         alert = _alert_or_404(session, alert_id)
         try:
             alerts.resolve_alert(session, alert, actor_type="staff", actor_id=_staff().actor_id,
-                                 note=request.form.get("note", ""), now=clock.now())
+                                 note=request.form.get("note", "").replace("\x00", ""),
+                                 now=clock.now())
         except (alerts.AlertStateError, ValueError) as exc:
             flash(f"Alert {alert_id} not resolved: {exc}.", "error")
         else:
             flash(f"Alert {alert_id} resolved.")
     return redirect(_back(url_for("dashboard.queue")))
+
+
+def _id_arg(name: str) -> int | None:
+    """A row id from the query string; None when absent or not one a row can have."""
+    value = request.args.get(name, type=int)
+    return value if value is not None and 0 < value <= MAX_ID else None
+
+
+def _text_arg(name: str) -> str:
+    """Text from the query string, without NUL (which PostgreSQL's text cannot hold)."""
+    return request.args.get(name, "").replace("\x00", "")
 
 
 def _back(default: str) -> str:
@@ -322,7 +348,7 @@ def _back(default: str) -> str:
 @bp.get("/patients")
 @login_required
 def patients():
-    q = request.args.get("q", "")
+    q = _text_arg("q")
     with get_db().transaction() as session:
         rows = queries.patient_rows(session, _staff().clinic_id, q)
         _record_reads(session, "patient_list_viewed", (row.patient.id for row in rows))
@@ -380,7 +406,7 @@ def _send_now() -> bool:
     return taskqueue.send_task("tasks.send_now", config=current_app.config)
 
 
-@bp.get("/patients/<int:patient_id>")
+@bp.get("/patients/<id:patient_id>")
 @login_required
 def patient(patient_id: int):
     staff = _staff()
@@ -458,7 +484,7 @@ CHECKIN_RESULTS = {
 }
 
 
-@bp.post("/patients/<int:patient_id>/checkin")
+@bp.post("/patients/<id:patient_id>/checkin")
 @login_required
 def start_checkin(patient_id: int):
     def act(session, clinic, record, now):
@@ -469,7 +495,7 @@ def start_checkin(patient_id: int):
     return _patient_action(patient_id, act)
 
 
-@bp.post("/patients/<int:patient_id>/followups/<any(pause, resume, cancel):what>")
+@bp.post("/patients/<id:patient_id>/followups/<any(pause, resume, cancel):what>")
 @login_required
 def followups(patient_id: int, what: str):
     use_case = {"pause": patient_records.pause_followups,
@@ -485,7 +511,7 @@ def followups(patient_id: int, what: str):
     return _patient_action(patient_id, act)
 
 
-@bp.post("/patients/<int:patient_id>/opt-out")
+@bp.post("/patients/<id:patient_id>/opt-out")
 @login_required
 def opt_out(patient_id: int):
     def act(session, clinic, record, now):
@@ -499,7 +525,7 @@ def opt_out(patient_id: int):
     return _patient_action(patient_id, act)
 
 
-@bp.post("/patients/<int:patient_id>/erase")
+@bp.post("/patients/<id:patient_id>/erase")
 @login_required
 @admin_required
 def erase(patient_id: int):
@@ -575,7 +601,7 @@ def checkins_fhir():
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@bp.get("/checkins/<int:checkin_id>/fhir.json")
+@bp.get("/checkins/<id:checkin_id>/fhir.json")
 @login_required
 def checkin_fhir(checkin_id: int):
     """The check-in as a FHIR R4 Bundle: its Questionnaire and QuestionnaireResponse."""
@@ -603,8 +629,7 @@ def exports_checkin(session, checkin_id: int) -> CheckIn:
 @login_required
 @admin_required
 def audit_log():
-    before = request.args.get("before", type=int)
-    patient_id = request.args.get("patient", type=int)
+    before, patient_id = _id_arg("before"), _id_arg("patient")
     with get_db().transaction() as session:
         rows = queries.audit_rows(session, _staff().clinic_id, before_id=before,
                                   patient_id=patient_id)

@@ -2,7 +2,9 @@
 (fhir.schema.json, http://hl7.org/fhir/R4/json.html#schema; from npm, see
 tests/e2e/package.json), which checks codes such as a status; the `fhir.resources` R4B models
 (pydantic, generated from HL7's StructureDefinitions), which check types and unknown fields;
-and FHIR's JSON rule that no array, object or string is ever empty, which both let through."""
+and FHIR's JSON rule that no array, object or string is ever empty, which both let through;
+and the Bundle invariants neither checks (bdl-1: `total` only on searchset and history
+bundles; bdl-7: a fullUrl once per bundle)."""
 
 from __future__ import annotations
 
@@ -49,3 +51,8 @@ def validate_fhir(resource: dict[str, Any]) -> None:
     assert error is None, f"HL7 FHIR R4 schema: {error.message[:300]} at {list(error.path)}"
     model = get_fhir_model_class(resource["resourceType"])
     model.model_validate(resource)
+    if resource["resourceType"] == "Bundle":
+        assert "total" not in resource or resource.get("type") in ("searchset", "history"), \
+            "bdl-1: total only when a search or history"
+        urls = [entry["fullUrl"] for entry in resource.get("entry", []) if "fullUrl" in entry]
+        assert len(urls) == len(set(urls)), "bdl-7: a fullUrl appears once per bundle"
