@@ -316,7 +316,9 @@ def waiting_for_morning(now: datetime, rows=Outbox):
     retry's or a lease's own wait is at most RETRY_CAP; a longer one is quiet hours'."""
     return sa.and_(rows.quiet_tz.is_not(None), sa.or_(
         sa.and_(rows.status == "pending", rows.not_before > now + RETRY_CAP),
-        sa.and_(rows.status.in_(IN_FLIGHT), rows.claimed_until > now + RETRY_CAP)))
+        # (never NULL: a NOT of this must not drop an in-flight row without a lease)
+        sa.and_(rows.status.in_(IN_FLIGHT), rows.claimed_until.is_not(None),
+                rows.claimed_until > now + RETRY_CAP)))
 
 
 def send_one(db, outbox_id: int, sender: Sender, now: datetime, *, on_failed: FailedForGood,
