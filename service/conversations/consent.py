@@ -73,6 +73,10 @@ def opt_out(session: Session, clinic: Clinic, patient: Patient, text: str, now: 
     checkin = active_checkin(session, patient.id)
     if checkin is not None:
         checkins.abandon(session, clinic, patient, checkin, now, "opted out during the check-in")
+        followup = session.get(FollowUp, checkin.followup_id) if checkin.followup_id else None
+        if followup is not None and followup.status == "started":
+            # The check this opt-out cut short is one it cancelled: START brings it back.
+            followup.status, followup.cancelled_reason = "cancelled", "opted_out"
     if already:
         return []
     if twilio_answered(clinic, text, opt_out_type, "STOP"):

@@ -155,3 +155,25 @@ def test_a_yes_that_twilio_tags_start_after_a_check_in_starts_nothing(client, ma
     replies = phone.text("Yes", OptOutType="START")
 
     assert replies == [] and len(rows(db, CheckIn)) == before, replies
+
+
+# §7 START "restores the follow-ups that the opt-out cancelled": that includes the follow-up
+#    whose check the STOP cut short (it stayed "started" for good).
+def test_start_restores_the_follow_up_the_stop_cut_short(phone, clinic, db, clock):
+    finish_intake(phone, "en")
+    first, final = rows(db, FollowUp, order_by=FollowUp.due_at)
+    clock.move_to(final.due_at + timedelta(minutes=1), tick=False)  # the day-42 check is due
+    with db.transaction() as session:
+        # the day-28 check was done; the final one starts now
+        session.get(FollowUp, first.id).status = "done"
+        assert checkins.start_followup(session, session.get(FollowUp, final.id),
+                                       final.due_at + timedelta(minutes=1)) == "started"
+    phone.text("STOP")  # mid-way through the final check
+    clock.move_to(final.due_at + timedelta(days=2), tick=False)
+
+    replies = phone.text("START")
+
+    statuses = {f.id: f.status for f in rows(db, FollowUp)}
+    assert statuses[final.id] == "scheduled", (statuses, replies)
+    (restored,) = rows(db, FollowUp, FollowUp.id == final.id)
+    assert restored.due_at >= final.due_at + timedelta(days=2)  # at the next allowed hour
